@@ -1,0 +1,44 @@
+"""manifold-jax: explore the input space of Transformers through their pullback geometry.
+
+The geometry (pullback metric, spectra) lives in :mod:`manifold_jax.geometry`, the SiMEC /
+SiMExp loop in :mod:`manifold_jax.explore`, the Flax ports in :mod:`manifold_jax.models`.
+"""
+
+from manifold_jax.explore import (
+    NONFINITE,
+    STALLED,
+    Absolute,
+    ExplorationState,
+    ExploreConfig,
+    Relative,
+    Trajectory,
+    explore,
+    init_state,
+    simec,
+    simexp,
+)
+from manifold_jax.geometry import Spectrum, pullback_metric, spectrum
+from manifold_jax.output_metrics import euclidean, fisher_rao, metric_tensor, softmax_euclidean
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NONFINITE",
+    "STALLED",
+    "Absolute",
+    "ExplorationState",
+    "ExploreConfig",
+    "Relative",
+    "Spectrum",
+    "Trajectory",
+    "euclidean",
+    "explore",
+    "fisher_rao",
+    "init_state",
+    "metric_tensor",
+    "pullback_metric",
+    "simec",
+    "simexp",
+    "softmax_euclidean",
+    "spectrum",
+]

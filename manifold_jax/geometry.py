@@ -1,0 +1,356 @@
+"""Pullback geometry: the metric g = J^T G J that a model induces on its input embeddings.
+
+For f: x (n, d) -> y (k,) with output metric G = L L^T, the Jacobian J = dy/dx has k rows,
+so g has rank <= k and almost all of the input space is null: moving along a null
+direction leaves y unchanged to first order. Everything here works on the small factor
+A = L^T J (r x D) rather than on g (D x D): g's non-zero spectrum is A's squared singular
+spectrum, obtained from the r x r Gram matrix A A^T ("gram"), a thin SVD of A ("svd"), or
+without forming J at all from metric-vector products g v = J^T G (J v) ("matfree"). The
+dense D x D eigendecomposition of the paper ("dense") is kept for validation.
+
+Blocks: ``"token"`` splits the selected coordinates per token, g_i = J_i^T G J_i (d x d)
+for each selected token i (the reference code); ``"joint"`` forms one metric on all
+selected coordinates (m * d).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental.sparse.linalg import lobpcg_standard
+
+from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._checks import check_finite, check_float_array, check_option
+from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
+from manifold_jax.selection import Select, token_selection
+
+Method = Literal["dense", "gram", "svd", "matfree"]
+Blocks = Literal["token", "joint"]
+Mode = Literal["auto", "rev", "fwd"]
+METHODS: tuple[str, ...] = ("dense", "gram", "svd", "matfree")
+BLOCKS: tuple[str, ...] = ("token", "joint")
+MODES: tuple[str, ...] = ("auto", "rev", "fwd")
+
+MATFREE_ITERS = 30
+"""Default LOBPCG iteration cap; a rank-k operator converges in a couple of iterations."""
+
+
+class Spectrum(NamedTuple):
+    """Eigenpairs of each metric block, eigenvalues descending.
+
+    eigenvalues: (nb, p); eigenvectors: (nb, p, D), row j belongs to eigenvalue j.
+    nb is the number of selected tokens ("token" blocks) or 1 ("joint"); D is d or m * d;
+    p is D for "dense" and min(rank, D) for the reduced methods, whose eigenvectors of
+    numerically-zero eigenvalues are returned as zero rows ("gram") or as arbitrary
+    orthonormal completions ("svd", "matfree").
+    """
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+
+
+def numerical_floor(dtype: Any) -> float:
+    """Relative level (of a block's largest eigenvalue) below which eigenvalues are noise.
+
+    The Gram matrix squares singular values, so its eigenvalues carry an absolute error of
+    about r * eps * lambda_max; 100 eps keeps a margin above that for r up to ~100.
+    """
+    return 100.0 * float(jnp.finfo(dtype).eps)
+
+
+def output_size(f: Callable[..., jax.Array], x: jax.Array, args: tuple[Any, ...]) -> int:
+    """k, the length of f's output vector, found without running f; checks it is a vector."""
+    out = jax.eval_shape(f, x, *args)
+    if not hasattr(out, "shape") or len(out.shape) != 1:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"f must return a vector of shape (k,), got {shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"f must return floating-point outputs, got dtype {out.dtype}")
+    return int(out.shape[0])
+
+
+def resolve_mode(mode: str, k: int, coordinates: int) -> str:
+    """Reverse mode (k VJPs) unless the explored coordinates are fewer than the outputs."""
+    check_option("mode", mode, MODES)
+    if mode == "auto":
+        return "rev" if k <= coordinates else "fwd"
+    return mode
+
+
+def _with_aux(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return y, y
+
+
+def jacobian(
+    f: Callable[..., jax.Array],
+    x: jax.Array,
+    args: tuple[Any, ...],
+    index: jax.Array,
+    valid: jax.Array,
+    mode: str = "auto",
+) -> tuple[jax.Array, jax.Array]:
+    """Output y (k,) and its Jacobian w.r.t. the selected tokens, J (k, m, d).
+
+    ``index`` (m,) names the selected positions of x (n, d); columns of tokens whose
+    ``valid`` flag is False (batch padding) are zeroed so that they are exactly null.
+    """
+    m, d = index.shape[0], x.shape[-1]
+    k = output_size(f, x, args)
+    if resolve_mode(mode, k, m * d) == "rev":
+        jac, y = jax.jacrev(lambda z: _with_aux(f(z, *args)), has_aux=True)(x)
+        jac = jac[:, index]
+    else:
+        def restricted(xs: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return _with_aux(f(x.at[index].set(xs), *args))
+
+        jac, y = jax.jacfwd(restricted, has_aux=True)(x[index])
+    return y, jac * valid[None, :, None].astype(jac.dtype)
+
+
+def factor_blocks(jac: jax.Array, factor: jax.Array, blocks: str) -> jax.Array:
+    """A = L^T J per block: (m, r, d) for "token" blocks, (1, r, m * d) for "joint"."""
+    a = jnp.einsum("kr,kmd->mrd", factor, jac)
+    if blocks == "token":
+        return a
+    m, r, d = a.shape
+    return jnp.transpose(a, (1, 0, 2)).reshape(1, r, m * d)
+
+
+def dense_spectrum(a: jax.Array) -> Spectrum:
+    """Full eigendecomposition of g = A^T A (the paper's literal algorithm): O(D^3)."""
+    g = jnp.einsum("...ri,...rj->...ij", a, a)
+    lam, vecs = jnp.linalg.eigh(g)
+    return Spectrum(lam[..., ::-1], jnp.swapaxes(vecs[..., ::-1], -1, -2))
+
+
+def gram_spectrum(a: jax.Array) -> Spectrum:
+    """Non-zero spectrum of A^T A from the r x r Gram matrix A A^T: O(r^2 D).
+
+    Eigenvectors are recovered as v = A^T u / sigma; below the numerical floor sigma is
+    noise and the division would amplify it, so those rows are returned as zeros.
+    """
+    r, dim = a.shape[-2], a.shape[-1]
+    p = min(r, dim)
+    lam, u = jnp.linalg.eigh(jnp.einsum("...id,...jd->...ij", a, a))
+    lam, u = lam[..., ::-1][..., :p], u[..., ::-1][..., :p]
+    top = jnp.maximum(lam[..., :1], 0.0)
+    keep = lam > numerical_floor(a.dtype) * top
+    sigma = jnp.sqrt(jnp.where(keep, lam, 1.0))
+    vecs = jnp.einsum("...rp,...rd->...pd", u, a) / sigma[..., None]
+    return Spectrum(lam, jnp.where(keep[..., None], vecs, 0.0))
+
+
+def svd_spectrum(a: jax.Array) -> Spectrum:
+    """Non-zero spectrum of A^T A from the thin SVD of A: O(r^2 D), never squares sigma."""
+    _, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return Spectrum(s**2, vt)
+
+
+REDUCED_SPECTRA: dict[str, Callable[[jax.Array], Spectrum]] = {
+    "dense": dense_spectrum,
+    "gram": gram_spectrum,
+    "svd": svd_spectrum,
+}
+
+
+def _top_eigenpairs(
+    apply: Callable[[jax.Array], jax.Array], dim: int, p: int, key: jax.Array, dtype: Any, iters: int
+) -> Spectrum:
+    """Top-p eigenpairs of a symmetric PSD operator v (dim,) -> g v, matrix-free (LOBPCG).
+
+    LOBPCG needs 5p < dim; smaller operators are materialised from dim products.
+    An exactly-zero operator is shifted by the identity (LOBPCG divides by its norm).
+    """
+    block = jax.vmap(apply, in_axes=1, out_axes=1)
+    if 5 * p >= dim:
+        lam, vecs = jnp.linalg.eigh(block(jnp.eye(dim, dtype=dtype)))
+        return Spectrum(lam[::-1][:p], vecs[:, ::-1][:, :p].T)
+    start = jax.random.normal(key, (dim, p), dtype)
+    zero = jnp.all(block(start) == 0)
+    shift = jnp.where(zero, 1.0, 0.0).astype(dtype)
+    theta, vecs, _ = lobpcg_standard(lambda v: block(v) + shift * v, start, m=iters)
+    order = jnp.argsort(-theta)
+    return Spectrum(theta[order] - shift, vecs[:, order].T)
+
+
+def matfree_spectrum(
+    f: Callable[..., jax.Array],
+    x: jax.Array,
+    args: tuple[Any, ...],
+    index: jax.Array,
+    valid: jax.Array,
+    metric: OutputMetric,
+    blocks: str,
+    rank: int | None,
+    key: jax.Array,
+    iters: int = MATFREE_ITERS,
+) -> tuple[jax.Array, Spectrum]:
+    """Output y and the top spectrum of each block from g v = J^T G (J v), never forming J.
+
+    One linearisation of f serves every product: a JVP gives J v, the transposed
+    linear map gives J^T w. ``rank`` (default: the rank of G's factor) eigenpairs per block.
+    """
+    y, lin = jax.linearize(lambda z: f(z, *args), x)
+    lin_t = jax.linear_transpose(lin, x)
+    factor = metric(y)
+    gmat = factor @ factor.T
+    m, d = index.shape[0], x.shape[-1]
+    mask = valid[:, None].astype(x.dtype)
+
+    def apply_selected(v: jax.Array) -> jax.Array:
+        tangent = jnp.zeros_like(x).at[index].set(v * mask)
+        (back,) = lin_t(gmat @ lin(tangent))
+        return back[index] * mask
+
+    if blocks == "token":
+        p = min(rank if rank is not None else factor.shape[1], d)
+
+        def token_block(i: jax.Array, kk: jax.Array) -> Spectrum:
+            def apply_token(v: jax.Array) -> jax.Array:
+                return apply_selected(jnp.zeros((m, d), x.dtype).at[i].set(v))[i]
+
+            return _top_eigenpairs(apply_token, d, p, kk, x.dtype, iters)
+
+        return y, jax.vmap(token_block)(jnp.arange(m), jax.random.split(key, m))
+    dim = m * d
+    p = min(rank if rank is not None else factor.shape[1], dim)
+    spec = _top_eigenpairs(
+        lambda v: apply_selected(v.reshape(m, d)).reshape(dim), dim, p, key, x.dtype, iters
+    )
+    return y, Spectrum(spec.eigenvalues[None], spec.eigenvectors[None])
+
+
+def block_spectrum(
+    f: Callable[..., jax.Array],
+    x: jax.Array,
+    args: tuple[Any, ...],
+    index: jax.Array,
+    valid: jax.Array,
+    *,
+    metric: OutputMetric,
+    blocks: str,
+    method: str,
+    mode: str = "auto",
+    rank: int | None = None,
+    key: jax.Array | None = None,
+    iters: int = MATFREE_ITERS,
+) -> tuple[jax.Array, Spectrum]:
+    """Output y (k,) and the spectrum of every metric block at x: the engine's one call."""
+    if method == "matfree":
+        if key is None:
+            raise ValueError("spectrum method 'matfree' starts from random vectors: pass key=")
+        return matfree_spectrum(f, x, args, index, valid, metric, blocks, rank, key, iters)
+    y, jac = jacobian(f, x, args, index, valid, mode)
+    return y, REDUCED_SPECTRA[method](factor_blocks(jac, metric(y), blocks))
+
+
+def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, Any]:
+    arr = check_float_array("x", x, (2,))
+    check_finite("x", arr)
+    check_option("blocks", blocks, BLOCKS)
+    if method is not None:
+        check_option("method", method, METHODS)
+    sel = token_selection(select, arr.shape[0], None)
+    return jnp.asarray(arr), sel
+
+
+@partial(jax.jit, static_argnames=("static", "metric", "blocks", "method", "mode", "rank", "iters"))
+def _spectrum_jit(
+    dynamic: list[Any],
+    x: jax.Array,
+    args: tuple[Any, ...],
+    index: jax.Array,
+    valid: jax.Array,
+    key: jax.Array | None,
+    *,
+    static: StaticPart,
+    metric: OutputMetric,
+    blocks: str,
+    method: str,
+    mode: str,
+    rank: int | None,
+    iters: int,
+) -> Spectrum:
+    f = merge_callable(dynamic, static)
+    _, spec = block_spectrum(
+        f, x, args, index, valid, metric=metric, blocks=blocks, method=method,
+        mode=mode, rank=rank, key=key, iters=iters,
+    )
+    return spec
+
+
+def spectrum(
+    f: Callable[..., jax.Array],
+    x: Any,
+    *args: Any,
+    select: Select = None,
+    blocks: Blocks = "token",
+    output_metric: str | OutputMetric = "euclidean",
+    method: Method = "gram",
+    mode: Mode = "auto",
+    rank: int | None = None,
+    key: jax.Array | None = None,
+    iters: int = MATFREE_ITERS,
+) -> Spectrum:
+    """Eigenvalues (descending) and eigenvectors of each pullback-metric block at x (n, d).
+
+    ``select`` picks the tokens (mask (n,), indices, or None for all); ``blocks`` chooses
+    per-token blocks or one joint block; ``method`` the backend ("dense", "gram", "svd",
+    "matfree": the latter needs ``key`` and returns the top ``rank`` eigenpairs).
+    """
+    xj, sel = _prepare(x, select, blocks, method)
+    metric = resolve_output_metric(output_metric)
+    output_size(f, xj, args)
+    dynamic, static = split_callable(f)
+    if rank is not None and (not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    return _spectrum_jit(
+        dynamic, xj, args, jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0]), key,
+        static=static, metric=metric, blocks=blocks, method=method,
+        mode=check_option("mode", mode, MODES), rank=rank, iters=iters,
+    )
+
+
+def pullback_metric(
+    f: Callable[..., jax.Array],
+    x: Any,
+    *args: Any,
+    select: Select = None,
+    blocks: Blocks = "token",
+    output_metric: str | OutputMetric = "euclidean",
+    mode: Mode = "auto",
+) -> jax.Array:
+    """The dense pullback metric g = J^T G J per block: (m, d, d) or (1, m d, m d).
+
+    For validation and small problems; the engine never forms it unless asked to.
+    """
+    xj, sel = _prepare(x, select, blocks, None)
+    output_size(f, xj, args)
+    dynamic, static = split_callable(f)
+    return _pullback_jit(
+        dynamic, xj, args, jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0]),
+        static=static, metric=resolve_output_metric(output_metric), blocks=blocks,
+        mode=check_option("mode", mode, MODES),
+    )
+
+
+@partial(jax.jit, static_argnames=("static", "metric", "blocks", "mode"))
+def _pullback_jit(
+    dynamic: list[Any],
+    x: jax.Array,
+    args: tuple[Any, ...],
+    index: jax.Array,
+    valid: jax.Array,
+    *,
+    static: StaticPart,
+    metric: OutputMetric,
+    blocks: str,
+    mode: str,
+) -> jax.Array:
+    y, jac = jacobian(merge_callable(dynamic, static), x, args, index, valid, mode)
+    a = factor_blocks(jac, metric(y), blocks)
+    return jnp.einsum("...ri,...rj->...ij", a, a)
