@@ -468,7 +468,7 @@ def total_variation(p: npt.ArrayLike, q: npt.ArrayLike) -> np.ndarray | float:
     pa = np.asarray(p)
     qa = np.asarray(q)
     if pa.ndim == 0 or qa.ndim == 0:
-        raise ValueError("p: and q must have a class axis")
+        raise ValueError("p: p and q need a class axis (shape (..., k))")
     pa = _probs(pa, "p", pa.ndim)
     qa = _probs(qa, "q", qa.ndim)
     if pa.shape != qa.shape:

@@ -98,7 +98,7 @@ def test_split_vit_head_reproduces_the_model() -> None:
 # ------------------------------------------------------------ (a) eigenvalues
 
 
-def test_first_iteration_eigenvalues_match_numpy(split) -> None:
+def test_first_iteration_eigenvalues_match_numpy(split: tuple) -> None:
     _, _, _, head, x0 = split
     step = reference_step(head, x0, eta=1.0, threshold=NULL_THRESHOLD, algorithm="simec",
                           tokens=np.arange(N_TOKENS), rng=np.random.default_rng(0))
@@ -128,7 +128,7 @@ def test_first_iteration_eigenvalues_match_numpy(split) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_simec_step_changes_logits_far_less_than_simexp(split, seed: int) -> None:
+def test_simec_step_changes_logits_far_less_than_simexp(split: tuple, seed: int) -> None:
     _, _, _, head, x0 = split
     kw = dict(eta=1.0, threshold=NULL_THRESHOLD, tokens=np.arange(1, 7), rng=None)
     ec = reference_step(head, x0, algorithm="simec", **{**kw, "rng": np.random.default_rng(seed)})
@@ -146,7 +146,7 @@ def test_simec_step_changes_logits_far_less_than_simexp(split, seed: int) -> Non
 # ---------------------------------------------------------------- (c) clip
 
 
-def test_clip_keeps_every_point_in_the_box(split) -> None:
+def test_clip_keeps_every_point_in_the_box(split: tuple) -> None:
     _, _, _, head, x0 = split
     lo = (x0 - 1e-4).numpy()
     hi = (x0 + 1e-4).numpy()
@@ -168,7 +168,7 @@ def test_clip_keeps_every_point_in_the_box(split) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["simec", "simexp"])
-def test_step_size_and_direction_follow_the_code_rule(split, algorithm: str) -> None:
+def test_step_size_and_direction_follow_the_code_rule(split: tuple, algorithm: str) -> None:
     _, _, _, head, x0 = split
     eta = 3.0
     tokens = np.array([0, 2, 5])
@@ -194,7 +194,7 @@ def test_step_size_and_direction_follow_the_code_rule(split, algorithm: str) -> 
     torch.testing.assert_close(step.x[others], x0[others], rtol=0, atol=0)  # unexplored stay put
 
 
-def test_paper_step_rule_uses_the_smallest_non_null_eigenvalue(split) -> None:
+def test_paper_step_rule_uses_the_smallest_non_null_eigenvalue(split: tuple) -> None:
     _, _, _, head, x0 = split
     step = reference_step(head, x0, eta=2.0, threshold=NULL_THRESHOLD, algorithm="simec",
                           tokens=np.array([1]), rng=np.random.default_rng(0), step_rule="paper")
@@ -204,7 +204,7 @@ def test_paper_step_rule_uses_the_smallest_non_null_eigenvalue(split) -> None:
     assert step.deltas[0] > 1e-2  # far larger than the code rule's ~1e-3 / sqrt(lambda_max)
 
 
-def test_simexp_with_the_absolute_threshold_picks_among_non_null_only(split) -> None:
+def test_simexp_with_the_absolute_threshold_picks_among_non_null_only(split: tuple) -> None:
     _, _, _, head, x0 = split
     # a threshold above every eigenvalue: SiMExp has nothing to pick and the token stays put
     step = reference_step(head, x0, eta=1.0, threshold=1e6, algorithm="simexp",
@@ -216,7 +216,7 @@ def test_simexp_with_the_absolute_threshold_picks_among_non_null_only(split) -> 
 # ------------------------------------------------------------------ the loop
 
 
-def test_run_saves_every_save_each_and_writes_npz(split, tmp_path: Path) -> None:
+def test_run_saves_every_save_each_and_writes_npz(split: tuple, tmp_path: Path) -> None:
     _, _, _, head, x0 = split
     mask = np.zeros(N_TOKENS, dtype=bool)
     mask[[1, 4]] = True
@@ -240,7 +240,7 @@ def test_run_saves_every_save_each_and_writes_npz(split, tmp_path: Path) -> None
     np.testing.assert_array_equal(again.trajectory, run.trajectory)
 
 
-def test_batch_runs_each_sample_with_its_own_head(split) -> None:
+def test_batch_runs_each_sample_with_its_own_head(split: tuple) -> None:
     model, ids, mask, head, x0 = split
     head2, x02 = split_bert(model, torch.tensor([2, 50, 60, 3]))
     runs = run_reference_batch([head, head2], [x0, x02], steps=2, eta=1.0, threshold=NULL_THRESHOLD,
@@ -249,7 +249,7 @@ def test_batch_runs_each_sample_with_its_own_head(split) -> None:
     assert runs[1].trajectory.shape == (3, 4, HIDDEN) and runs[1].deltas.shape == (2, 4)
 
 
-def test_bad_arguments_raise_value_errors_naming_them(split) -> None:
+def test_bad_arguments_raise_value_errors_naming_them(split: tuple) -> None:
     _, _, _, head, x0 = split
     base = dict(steps=1, eta=1.0)
     with pytest.raises(ValueError, match="select"):
