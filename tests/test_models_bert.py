@@ -238,6 +238,20 @@ def test_mlm_decoder_returns_valid_ids_and_keeps_unexplored(random_mlm: tuple[mm
     np.testing.assert_array_equal(ids[~keep], expected[~keep])
 
 
+def test_classifier_decodes_through_a_separate_mlm_model(
+    random_classifier: tuple[mm.Bert, Any], random_mlm: tuple[mm.Bert, Any]
+) -> None:
+    classifier, mlm = random_classifier[0], random_mlm[0]
+    x0, ctx = classifier.embed(SENTENCES)
+    ids = classifier.decode(x0, ctx, mlm=mlm)
+    explored = np.asarray(ctx["token_mask"])
+    expected = np.asarray(mlm.forward(x0, ctx)).argmax(-1)
+    np.testing.assert_array_equal(ids[explored], expected[explored])
+    np.testing.assert_array_equal(ids[~explored], np.asarray(ctx["input_ids"])[~explored])
+    with pytest.raises(ValueError, match="task='mlm'"):
+        classifier.decode(x0, ctx, method="mlm")
+
+
 # ----------------------------------------------------------------------------- bounds
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -24,7 +24,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _edit_weights(src: Path, dst: Path, edit: callable) -> Path:
+def _edit_weights(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], object]) -> Path:
     """Copy the checkpoint directory src to dst with ``edit(weights)`` applied to its tensors."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
@@ -145,3 +145,25 @@ def test_manifold_vit_missing_head_and_num_labels(tmp_path: Path) -> None:
         clf = mm.load(tmp_path, init_missing_head=True, num_labels=4, key=jax.random.key(1))
     assert clf.labels == ("0", "1", "2", "3") and clf.params["classifier"]["kernel"].shape == (48, 4)
     assert set(flatten(clf.params)) - set(flatten(model.params)) == {"classifier/kernel", "classifier/bias"}
+
+
+def test_raw_mlm_state_dict_with_tied_decoder_loads_and_untied_is_refused(tmp_path: Path) -> None:
+    """A raw ``state_dict()`` of BertForMaskedLM carries the tied decoder copies
+    (``cls.predictions.decoder.weight`` / ``.bias``): accepted when tied, refused when not."""
+    safe = tmp_path / "safe"
+    torch_model = save_random_bert(safe, "BertForMaskedLM")
+    state = torch_model.state_dict()
+    assert "cls.predictions.decoder.weight" in state
+    tied = tmp_path / "tied"
+    tied.mkdir()
+    for f in safe.iterdir():
+        if f.name != "model.safetensors":
+            (tied / f.name).write_bytes(f.read_bytes())
+    torch.save(state, tied / "pytorch_model.bin")
+    a, b = mm.load(safe, task="mlm"), mm.load(tied, task="mlm")
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    state = {k: v.clone() for k, v in state.items()}
+    state["cls.predictions.decoder.weight"] += 1.0
+    torch.save(state, tied / "pytorch_model.bin")
+    with pytest.raises(mm.UnsupportedModelError, match=r"cls\.predictions\.decoder\.weight.*untied"):
+        mm.load(tied, task="mlm")

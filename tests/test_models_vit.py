@@ -168,7 +168,8 @@ def test_theoretical_box_contains_images_and_is_attained(
     j = 5
     w = np.asarray(model.params["patch_embed"]["kernel"])[:, j]
     patch = (w >= 0).astype(np.float32)
-    best = np.asarray(unpatchify(jnp.broadcast_to(jnp.asarray(patch), (1, c.num_patches, c.patch_dim)), c.image_size, c.patch_size, c.num_channels))
+    patches = jnp.broadcast_to(jnp.asarray(patch), (1, c.num_patches, c.patch_dim))
+    best = np.asarray(unpatchify(patches, c.image_size, c.patch_size, c.num_channels))
     x_best, _ = model.embed(best)
     np.testing.assert_allclose(np.asarray(x_best[0, 1:, j]), np.asarray(hi[1:, j]), rtol=0, atol=tol)
     x_worst, _ = model.embed(1.0 - best)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .base import BoundsKind, Context, Task
-from .errors import MissingWeightsError, UnsupportedModelError
+from .errors import UnsupportedModelError
 from .layers import Encoder, EncoderConfig, LayerNorm, dense, get_activation
 from .common import measured_box
 from .weights import (
@@ -579,7 +579,7 @@ def _check_tied_decoder(weights: dict[str, np.ndarray]) -> None:
         return
     word = weights.get("bert.embeddings.word_embeddings.weight", weights.get("embeddings.word_embeddings.weight"))
     if word is not None and (decoder.shape != word.shape or not np.array_equal(decoder, word)):
-        raise MissingWeightsError(
+        raise UnsupportedModelError(
             "cls.predictions.decoder.weight differs from bert.embeddings.word_embeddings.weight: "
             "untied MLM decoders are not supported"
         )
