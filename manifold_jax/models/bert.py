@@ -461,6 +461,8 @@ class Bert:
             n = int(self.embed(data)[0].shape[1])
         else:
             n = self.max_length or self.config.max_position_embeddings
+        if not 0 < n <= self.config.max_position_embeddings:
+            raise ValueError(f"bounds for n = {n} positions; this model has 1..{self.config.max_position_embeddings}")
         d = self.config.hidden_size
         chunk = _chunk_size(self.config.vocab_size, self.config.type_vocab_size * n * d)
         return _vocab_box_jit(self, n, chunk)
