@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from models_helpers import MLM_SENTENCES, SENTENCES, minilm_dir, rounding_tol, save_random_bert
+from tests.models_helpers import MLM_SENTENCES, SENTENCES, minilm_dir, rounding_tol, save_random_bert
 
 import manifold_jax.models as mm
 from manifold_jax.models import bert as bert_mod

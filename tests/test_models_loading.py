@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from models_helpers import SENTENCES, minilm_dir, save_random_bert, save_random_hf_vit
+from tests.models_helpers import SENTENCES, minilm_dir, save_random_bert, save_random_hf_vit
 from safetensors.numpy import load_file, save_file
 
 import manifold_jax.models as mm

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from models_helpers import random_images, rounding_tol, save_random_hf_vit
+from tests.models_helpers import random_images, rounding_tol, save_random_hf_vit
 
 import manifold_jax.models as mm
 from manifold_jax.models.vit import patchify, unpatchify
