@@ -114,11 +114,19 @@ def config_from_hf(
         patch_bias=True,
         qkv_bias=getattr(hf, "qkv_bias", True),
         final_norm=True,
-        image_mean=tuple(image_mean),
-        image_std=tuple(image_std),
+        image_mean=_per_channel(image_mean, hf.num_channels),
+        image_std=_per_channel(image_std, hf.num_channels),
         id2label=tuple(str(names.get(i, names.get(str(i), f"LABEL_{i}"))) for i in range(k)),
         init_std=hf.initializer_range,
     )
+
+
+def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
+    """HF's default normalisation lists three equal values; a one-channel model needs one."""
+    values = tuple(float(v) for v in values)
+    if len(values) != channels and len(set(values)) == 1:
+        return values[:1] * channels
+    return values
 
 
 def load_hf_vit(

@@ -1,0 +1,128 @@
+"""The paper's comparison baseline: a gradient step on the original class plus Gaussian noise.
+
+Each selected token moves by x_i <- clip(x_i +/- delta_i g_i/|g_i| + delta_i z_i), with g_i
+the gradient of the original class probability p_c w.r.t. token i and z_i a unit
+Gaussian direction orthogonal to g_i: "+" tries to stay in the class, "-" to leave it.
+delta_i is given per token, typically the mean step of the SiMEC / SiMExp run it is
+compared with, so that both walks cover similar distances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax.explore import ExplorationState, Trajectory, _batch_args, _bounds, init_state
+from manifold_jax.geometry import output_size
+from manifold_jax.selection import Select, token_selection
+
+
+def _baseline_step(
+    f: Callable[..., jax.Array], sign: float, x: jax.Array, key: jax.Array, target: jax.Array,
+    delta: jax.Array, args: tuple[Any, ...], index: jax.Array, valid: jax.Array, lo: jax.Array, hi: jax.Array,
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """One item: x (n, d) -> next x, next key, record (y, step, eigenvalue=|g|^2, status)."""
+    next_key, step_key = jax.random.split(key)
+    y, pullback = jax.vjp(lambda z: f(z, *args), x)
+    p_target = jax.nn.softmax(y)[target]
+    # d p_c / d y = p_c (e_c - p): one VJP gives the gradient w.r.t. every token
+    (grad,) = pullback(p_target * (jax.nn.one_hot(target, y.shape[0], dtype=y.dtype) - jax.nn.softmax(y)))
+    g = grad[index]
+    g_norm = jnp.linalg.norm(g, axis=1, keepdims=True)
+    g_unit = g / jnp.where(g_norm > 0, g_norm, 1.0)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, index)
+    z = jax.vmap(lambda kk: jax.random.normal(kk, (x.shape[1],), x.dtype))(keys)
+    z = z - jnp.sum(z * g_unit, axis=1, keepdims=True) * g_unit
+    z = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+    move = delta[:, None] * (sign * g_unit + z) * valid[:, None]
+    current = x[index]
+    moved = jnp.where(valid[:, None], jnp.clip(current + move, lo[index], hi[index]), current)
+    finite = jnp.isfinite(y).all() & jnp.isfinite(grad).all()
+    moved = jnp.where(finite, moved, current)
+    record = {
+        "y": y,
+        "step": delta * valid,
+        "eigenvalue": (g_norm[:, 0] ** 2) * valid,
+        "status": jnp.where(finite, 0, 2).astype(jnp.int32),
+    }
+    return x.at[index].set(moved), next_key, record
+
+
+@partial(jax.jit, static_argnames=("static", "sign", "steps", "save_every"))
+def _run(
+    dynamic: list[Any], x: jax.Array, keys: jax.Array, target: jax.Array, delta: jax.Array,
+    inputs: tuple[Any, ...], *, static: StaticPart, sign: float, steps: int, save_every: int,
+) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
+    f = merge_callable(dynamic, static)
+    step = jax.vmap(partial(_baseline_step, f, sign))
+
+    def one(c: tuple[jax.Array, ...], _: Any) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
+        x_next, k_next, rec = step(c[0], c[1], target, delta, *inputs)
+        return (x_next, k_next, c[2] + (rec["status"] != 0)), {"x": c[0], "stalls": c[2], **rec}
+
+    def block(c: tuple[jax.Array, ...], _: Any) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
+        c_next, recs = jax.lax.scan(one, c, None, length=save_every)
+        return c_next, jax.tree.map(lambda r: r[0], recs)
+
+    stalls = jnp.zeros(x.shape[:1], jnp.int32)
+    carry, saved = jax.lax.scan(block, (x, keys, stalls), None, length=steps // save_every)
+    _, last = one(carry, None)
+    return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), saved, last)
+
+
+def gradient_baseline(
+    f: Callable[..., jax.Array],
+    x0: Any,
+    *,
+    key: Any,
+    steps: int,
+    step_size: Any,
+    direction: Literal["stay", "leave"],
+    args: Any = (),
+    select: Select = None,
+    bounds: tuple[Any, Any] | None = None,
+    save_every: int = 1,
+) -> Trajectory:
+    """Gradient-plus-noise walk from x0 (n, d) or (B, n, d); returns a Trajectory.
+
+    ``step_size``: delta per selected token, a scalar or an array broadcastable to (B, m)
+    (m selected tokens per item, in increasing position order). ``direction``: "stay"
+    climbs the original class probability, "leave" descends it.
+    """
+    if direction not in ("stay", "leave"):
+        raise ValueError(f"direction={direction!r} is not supported; expected 'stay' or 'leave'")
+    if not isinstance(steps, int) or steps < 1 or steps % save_every:
+        raise ValueError(f"steps must be a positive multiple of save_every ({save_every}), got {steps!r}")
+    state: ExplorationState = init_state(x0, key)
+    batched = state.x.ndim == 3
+    x = state.x if batched else state.x[None]
+    keys = state.key if batched else state.key[None]
+    batch, n, _ = x.shape
+    args_b = _batch_args(args, batch, batched)
+    sel = token_selection(select, n, batch if batched else None)
+    lo, hi = _bounds(bounds, x, sel, batched)
+    delta = np.broadcast_to(np.asarray(step_size, np.float64), sel.index.shape)
+    if not (np.isfinite(delta).all() and (delta >= 0).all()):
+        raise ValueError("step_size must be finite and non-negative")
+    output_size(f, x[0], jax.tree.map(lambda a: a[0], args_b))
+    dynamic, static = split_callable(f)
+    f_merged = merge_callable(dynamic, static)
+    y0 = jax.vmap(lambda xi, ai: f_merged(xi, *ai))(x, args_b)
+    target = jnp.argmax(y0, axis=1)
+    inputs = (args_b, jnp.asarray(sel.index), jnp.asarray(sel.valid), lo, hi)
+    (x_end, keys_end, stalls_end), saved = _run(
+        dynamic, x, keys, target, jnp.asarray(delta, x.dtype), inputs, static=static,
+        sign=1.0 if direction == "stay" else -1.0, steps=steps, save_every=save_every,
+    )
+    fields = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in saved.items()}
+    if not batched:
+        fields = {k: v[0] for k, v in fields.items()}
+        x_end, keys_end, stalls_end = x_end[0], keys_end[0], stalls_end[0]
+    final = ExplorationState(x=x_end, key=keys_end, iteration=jnp.asarray(steps, jnp.int32), stalls=stalls_end)
+    return Trajectory(**fields, iteration=np.arange(0, steps + 1, save_every), final=final)

@@ -1,0 +1,195 @@
+"""Metrics, figures and a readable summary for a finished study directory.
+
+Writes ``metrics.json`` (every metric of DESIGN section 6 per input and algorithm, the
+gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a table of
+the paper's Table-1 metrics and, for text models, the decoded sentences with the
+changed tokens marked).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from manifold_jax import analysis
+from manifold_jax.runs import Study, load_model, load_study
+
+HEADLINE = (
+    ("prediction_changes", "prediction changes"),
+    ("ranking_inversions_total", "class-ranking changes"),
+    ("ranking_spearman_mean", "mean Spearman"),
+)
+
+
+def _input_name(spec_input: str, index: int, limit: int = 60) -> str:
+    text = spec_input if len(spec_input) <= limit else spec_input[: limit - 3] + "..."
+    return f"{index}: {text}"
+
+
+def study_metrics(study: Study) -> dict[str, Any]:
+    """Every metric for every input of a study, plus means over inputs (JSON-ready)."""
+    select = study.inputs["select"]
+    per_input = []
+    for b, source in enumerate(study.spec.inputs):
+        entry: dict[str, Any] = {"input": source}
+        for algorithm, traj in study.trajectories.items():
+            timing = study.timing.get(algorithm, {})
+            seconds = timing.get("seconds_per_iteration")
+            interp = study.interpretations.get(algorithm)
+            simec = study.trajectories.get("simec") if algorithm == "simexp" else None
+            entry[algorithm] = analysis.summarize(
+                logits=traj.y[b], points=traj.x[b], token_mask=select[b],
+                points_simec=None if simec is None else simec.x[b],
+                interpretation_logits=None if interp is None else interp.logits[b],
+                total_seconds=None if seconds is None else seconds * study.spec.steps,
+                iterations=study.spec.steps,
+            )
+            if algorithm in study.baselines:
+                entry[f"baseline_{algorithm}"] = analysis.summarize(
+                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b], token_mask=select[b],
+                )
+        per_input.append(entry)
+    return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
+
+
+def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of the headline metrics and of log10 rho_V over inputs, per run kind."""
+    kinds = [k for k in per_input[0] if k != "input"]
+    out: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        row = {}
+        for key, _ in HEADLINE:
+            values = [e[kind].get(key) for e in per_input]
+            values = [v for v in values if v is not None]
+            row[key] = float(np.mean(values)) if values else float("nan")
+        ratios = [e[kind].get("volume_ratio", {}).get("log10_ratio") for e in per_input]
+        ratios = [r for r in ratios if r is not None]
+        if ratios:
+            row["log10_volume_ratio"] = float(np.mean(ratios))
+        final_same = [e[kind]["final_class"] == e[kind]["original_class"] for e in per_input]
+        row["inputs_keeping_prediction"] = float(np.mean(final_same))
+        row["inputs_changing_ranking"] = float(np.mean([e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]))
+        out[kind] = row
+    return out
+
+
+def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compute metrics, draw figures and write report.md for the study at ``path``."""
+    study = load_study(path)
+    if not study.trajectories:
+        raise ValueError(f"{path}: no finished exploration to report on (resume it first)")
+    metrics = study_metrics(study)
+    out = Path(path)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    model = load_model(study.spec) if study.inputs.get("raw") is None else None
+    sentences = _sentences(study, model) if model is not None else {}
+    if figures:
+        _draw(study, model, out / "figures")
+    (out / "report.md").write_text(_markdown(study, metrics, sentences))
+    echo(f"report: {out / 'report.md'} ({len(study.spec.inputs)} inputs, {', '.join(study.trajectories)})")
+    return metrics
+
+
+def _sentences(study: Study, model: Any) -> dict[str, list[list[tuple[int, str]]]]:
+    """Decoded sentences at a few iterations per algorithm and input, changed tokens marked."""
+    from manifold_jax.interpret import decoded_sentences
+    from manifold_jax.plots import snapshot_indices
+
+    ctx = study.context
+    out: dict[str, list[list[tuple[int, str]]]] = {}
+    for algorithm, interp in study.interpretations.items():
+        iterations = study.trajectories[algorithm].iteration
+        rows = []
+        for b in range(len(study.spec.inputs)):
+            chosen = [0, *snapshot_indices(len(iterations))]
+            texts = decoded_sentences(
+                model, interp.inputs[b, chosen], np.repeat(ctx["input_ids"][b : b + 1], len(chosen), 0),
+                np.repeat(ctx["attention_mask"][b : b + 1], len(chosen), 0),
+            )
+            rows.append([(int(iterations[s]), t) for s, t in zip(chosen, texts, strict=True)])
+        out[algorithm] = rows
+    return out
+
+
+def _draw(study: Study, model: Any, folder: Path) -> None:
+    from manifold_jax.plots import exploration_figure, importance_figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = study.context
+    labels = study.spec.labels or tuple(str(i) for i in range(study.trajectories[next(iter(study.trajectories))].y.shape[-1]))
+    raw = study.inputs.get("raw")
+    for b, source in enumerate(study.spec.inputs):
+        name = _input_name(source, b)
+        iterations = next(iter(study.trajectories.values())).iteration
+        exploration_figure(
+            folder / f"input{b:02d}_exploration.png",
+            title=name, labels=labels,
+            logits={a: t.y[b] for a, t in study.trajectories.items()},
+            points={a: t.x[b] for a, t in study.trajectories.items()},
+            select=study.inputs["select"][b], iterations=iterations,
+            original_image=None if raw is None else raw[b],
+            decoded_images=None if raw is None else {a: i.inputs[b] for a, i in study.interpretations.items()},
+        )
+        tokens = None
+        if model is not None:
+            tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
+        importance_figure(
+            folder / f"input{b:02d}_importance.png", title=name, importance=study.inputs["importance"][b],
+            token_mask=ctx["token_mask"][b], select=study.inputs["select"][b],
+            image=None if raw is None else raw[b], tokens=tokens,
+        )
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[list[tuple[int, str]]]]) -> str:
+    spec = study.spec
+    lines = [
+        f"# Study: {spec.model}",
+        "",
+        f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {spec.eta}; select = {spec.select}; "
+        f"bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; seed = {spec.seed}.",
+        "",
+        "## Means over inputs",
+        "",
+        "| run | prediction changes | class-ranking changes | mean Spearman | log10 volume ratio | inputs keeping their prediction | inputs changing a ranking |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, row in metrics["means"].items():
+        lines.append(
+            f"| {kind} | {_fmt(row['prediction_changes'])} | {_fmt(row['ranking_inversions_total'])} | "
+            f"{_fmt(row['ranking_spearman_mean'])} | {_fmt(row.get('log10_volume_ratio'))} | "
+            f"{_fmt(row['inputs_keeping_prediction'])} | {_fmt(row['inputs_changing_ranking'])} |"
+        )
+    lines += ["", "## Per input", ""]
+    labels = spec.labels
+    for b, entry in enumerate(metrics["inputs"]):
+        lines.append(f"### {_input_name(entry['input'], b, 120)}")
+        lines.append("")
+        for algorithm in study.trajectories:
+            m = entry[algorithm]
+            name = (lambda c: labels[c] if labels else str(c))
+            interp = m.get("interpretation", {})
+            lines.append(
+                f"- **{algorithm}**: class {name(m['original_class'])} -> {name(m['final_class'])}; "
+                f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
+                f"interpretation agrees with the embedding's prediction at "
+                f"{_fmt(interp.get('prediction_agreement'))} of the saved points"
+            )
+            for iteration, text in sentences.get(algorithm, [[]] * (b + 1))[b]:
+                lines.append(f"    - t={iteration}: {text}")
+        lines.append("")
+    timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
+    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {len(spec.inputs)})" for a, s in timing.items()), ""]
+    lines += ["Changed tokens are marked *like this*. Figures: `figures/`.", ""]
+    return "\n".join(lines)
