@@ -86,8 +86,10 @@ class StudySpec:
                 raise ValueError(f"input {i} is empty; every input must be a non-empty text, image path or mnist:<index>")
         if not self.algorithms or any(a not in ALGORITHMS for a in self.algorithms):
             raise ValueError(f"algorithms={self.algorithms!r}: choose from {', '.join(ALGORITHMS)}")
-        if isinstance(self.select, str) and self.select not in SELECTIONS:
-            raise ValueError(f"select={self.select!r} is not supported; expected one of {', '.join(SELECTIONS)} or positions")
+        if isinstance(self.select, str) and self.select not in (*SELECTIONS, "mask"):
+            raise ValueError(
+                f"select={self.select!r} is not supported; expected one of {', '.join(SELECTIONS)}, mask or positions"
+            )
         if self.bounds not in BOUNDS:
             raise ValueError(f"bounds={self.bounds!r} is not supported; expected one of {', '.join(BOUNDS)}")
         if self.spectrum not in METHODS or self.blocks not in BLOCKS or self.step_rule not in STEP_RULES:
@@ -212,6 +214,17 @@ def study_bounds(model: Any, spec: StudySpec, x0: jax.Array) -> tuple[np.ndarray
     return lo, hi
 
 
+def _selection(spec: StudySpec, importance: np.ndarray, mask: np.ndarray, ctx: dict[str, jax.Array]) -> np.ndarray:
+    """The explored tokens (B, n): a named selection, positions, or the MLM mask token."""
+    if spec.select != "mask":
+        return select_tokens(importance, mask, spec.select if isinstance(spec.select, str) else list(spec.select))
+    if "mask_position" not in ctx:
+        raise ValueError("select='mask' explores the masked word: it needs task='mlm' and texts with a mask token")
+    out = np.zeros_like(mask)
+    out[np.arange(len(out)), np.asarray(ctx["mask_position"])] = True
+    return out
+
+
 # --------------------------------------------------------------------------- the study
 
 
@@ -257,7 +270,7 @@ def run_study(
         (out / "spec.json").write_text(spec.to_json())
     mask = np.asarray(ctx["token_mask"])
     importance = token_importance(model.head, x0, (ctx,))
-    select = select_tokens(importance, mask, spec.select if isinstance(spec.select, str) else list(spec.select))
+    select = _selection(spec, importance, mask, ctx)
     box = study_bounds(model, spec, x0)
     inputs_file = out / "inputs.npz"
     arrays: dict[str, Any] = {
