@@ -191,6 +191,23 @@ def test_nearest_token_decoder_replaces_only_explored_positions(minilm: mm.Bert)
     np.testing.assert_array_equal(ids, expected)
 
 
+def test_nearest_token_decoder_returns_words_unless_asked_for_the_whole_vocabulary(minilm: mm.Bert) -> None:
+    x0, ctx = minilm.embed(SENTENCES[:1])
+    pad_ids = np.asarray(ctx["input_ids"]).copy()
+    pad_ids[0, 2] = minilm.tokenizer.pad_token_id
+    unused_ids = np.asarray(ctx["input_ids"]).copy()
+    unused_ids[0, 2] = minilm.tokenizer.convert_tokens_to_ids("[unused80]")
+    for ids_in in (pad_ids, unused_ids):
+        x_special, _ = minilm.embed_ids(ids_in, ctx["token_type_ids"], ctx["attention_mask"])
+        x = np.asarray(x0).copy()
+        x[0, 2] = np.asarray(x_special)[0, 2]  # exactly a special entry's embedding
+        words = minilm.decode(jnp.asarray(x), ctx)
+        everything = minilm.decode(jnp.asarray(x), ctx, vocabulary="all")
+        assert everything[0, 2] == ids_in[0, 2]
+        token = minilm.tokenizer.convert_ids_to_tokens(int(words[0, 2]))
+        assert words[0, 2] not in minilm.tokenizer.all_special_ids and not token.startswith("[unused"), token
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> mm.Bert:
     """A random BertModel with a 97-token vocabulary (a prime: chunks never divide it)."""

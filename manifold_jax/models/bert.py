@@ -398,7 +398,9 @@ class Bert:
         return self.forward(*self.embed(inputs))
 
     # ------------------------------------------------------------------ decode
-    def decode(self, x: jax.Array, ctx: Context, method: str = "auto", mlm: Bert | None = None) -> np.ndarray:
+    def decode(
+        self, x: jax.Array, ctx: Context, method: str = "auto", mlm: Bert | None = None, vocabulary: str = "words"
+    ) -> np.ndarray:
         """Explored embeddings (B, n, d) -> token ids (B, n) (Algorithm 3).
 
         ``method="mlm"``: arg-max token per position of a masked-LM model of the same
@@ -425,10 +427,26 @@ class Bert:
         elif method == "nearest":
             n = x.shape[-2]
             chunk = _chunk_size(self.config.vocab_size, self.config.type_vocab_size * n * (x.shape[-1] + x.shape[0]))
-            found = _nearest_jit(self, x, ctx["token_type_ids"], chunk)
+            found = _nearest_jit(self, x, ctx["token_type_ids"], self._allowed(vocabulary), chunk)
         else:
             raise ValueError(f"unknown decode method {method!r}; use 'auto', 'mlm' or 'nearest'")
         return np.where(np.asarray(ctx["token_mask"]), np.asarray(found), np.asarray(ctx["input_ids"]))
+
+    def _allowed(self, vocabulary: str) -> jax.Array:
+        """Boolean (V,) mask of the vocabulary entries the nearest-token decoder may return."""
+        allowed = np.ones(self.config.vocab_size, bool)
+        if vocabulary == "all":
+            return jnp.asarray(allowed)
+        if vocabulary != "words":
+            raise ValueError(f"vocabulary={vocabulary!r}: use 'words' or 'all'")
+        if self.tokenizer is not None:
+            special = [i for i in self.tokenizer.all_special_ids if 0 <= i < len(allowed)]
+            allowed[special] = False
+            vocab = self.tokenizer.get_vocab()
+            unused = [i for t, i in vocab.items() if t.startswith("[unused") and 0 <= i < len(allowed)]
+            allowed[unused] = False
+        allowed[self.config.pad_token_id] = False
+        return jnp.asarray(allowed)
 
     def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
         """Token ids (B, n) back to B strings through the tokenizer."""
@@ -515,8 +533,8 @@ def _vocab_box_jit(model: Bert, n: int, chunk: int) -> tuple[jax.Array, jax.Arra
     return jax.lax.scan(step, init, _vocab_chunks(vocab, chunk))[0]
 
 
-@partial(jax.jit, static_argnums=(3,))
-def _nearest_jit(model: Bert, x: jax.Array, types: jax.Array, chunk: int) -> jax.Array:
+@partial(jax.jit, static_argnums=(4,))
+def _nearest_jit(model: Bert, x: jax.Array, types: jax.Array, allowed: jax.Array, chunk: int) -> jax.Array:
     vocab = model.config.vocab_size
     n = x.shape[-2]
 
@@ -528,6 +546,7 @@ def _nearest_jit(model: Bert, x: jax.Array, types: jax.Array, chunk: int) -> jax
         # ||x - c||^2 - ||x||^2 for every type, then keep each position's own type.
         score = jnp.sum(cand * cand, -1)[:, None] - 2 * dots  # (T, B, C, n)
         score = jnp.take_along_axis(score, types[None, :, None, :], axis=0)[0]  # (B, C, n)
+        score = jnp.where(allowed[ids][None, :, None], score, jnp.inf)
         low, where = score.min(1), ids[score.argmin(1)]
         better = low < best
         return (jnp.where(better, low, best), jnp.where(better, where, arg)), None
