@@ -192,13 +192,22 @@ def _demo(args: argparse.Namespace) -> None:
     common = dict(steps=args.steps, eta=args.eta, save_every=save_every, chunk_size=max(save_every, 100))
     studies = {
         "images": StudySpec(model="mnist-vit", inputs=DEMO_DIGITS, **common),
-        "text": StudySpec(model="minilm-topics", inputs=tuple(demo_sentences()[:3]), **common),
+        "text": StudySpec(model="minilm-topics", inputs=_demo_texts(demo_sentences()), **common),
     }
     for name, spec in studies.items():
         print(f"== {name}: {spec.model}")
         run_study(spec, out / name, overwrite=args.overwrite, progress=not args.quiet)
         build_report(out / name)
     print(f"demo written to {out}/ (images/report.md, text/report.md, figures/*.png)")
+
+
+def _demo_texts(demo: tuple[list[str], Any, tuple[str, ...]]) -> tuple[str, ...]:
+    """The first held-out demo sentence of each topic."""
+    texts, labels, _ = demo
+    firsts = {}
+    for text, label in zip(texts, labels, strict=True):
+        firsts.setdefault(int(label), text)
+    return tuple(firsts[c] for c in sorted(firsts))
 
 
 def _train(args: argparse.Namespace) -> None:
