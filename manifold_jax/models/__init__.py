@@ -1,14 +1,16 @@
 """Flax (linen) ports of the Transformers the paper explores, split at the input embeddings.
 
-``load(path_or_id, task=...)`` reads an HF checkpoint directory (BERT, ViT) or one of
-our own saved ViTs and returns a model object implementing
-:class:`~manifold_jax.models.base.ExplorableModel`: ``embed``, ``head`` (pure, one
-item), ``decode``, ``bounds``, ``labels``. Models are pytrees whose leaves are the
-parameters, so ``jax.jit`` / ``jax.vmap`` / ``jax.jacrev`` trace the weights as arguments.
+``load(path_or_id, task=...)`` reads an HF checkpoint directory (BERT, ViT), one of
+our own saved ViTs or sentence classifiers, or an embedded model by name
+(``load("mnist-vit")``, ``load("minilm-topics")``, see :data:`EMBEDDED`) and returns
+a model object implementing :class:`~manifold_jax.models.base.ExplorableModel`:
+``embed``, ``head`` (pure, one item), ``decode``, ``bounds``, ``labels``. Models are
+pytrees whose leaves are the parameters, so ``jax.jit`` / ``jax.vmap`` / ``jax.jacrev`` trace the weights as arguments.
 """
 
 from .base import BoundsKind, Context, ExplorableModel, Task
 from .bert import Bert, BertConfig, BertModule, load_bert
+from .embedded import EMBEDDED, EmbeddedModel, embedded_path, training_record
 from .errors import (
     MissingHeadError,
     MissingWeightsError,
@@ -20,10 +22,12 @@ from .errors import (
 )
 from .hf_vit import load_hf_vit
 from .loading import SUPPORTED_MODEL_TYPES, load
+from .sentence import EncoderNotFoundError, SentenceClassifier, load_sentence_classifier, minilm_path
 from .vit import CIFAR10_VIT, MNIST_VIT, ViT, ViTConfig, ViTModule, load_manifold_vit
 
 __all__ = [
     "CIFAR10_VIT",
+    "EMBEDDED",
     "MNIST_VIT",
     "SUPPORTED_MODEL_TYPES",
     "Bert",
@@ -31,10 +35,13 @@ __all__ = [
     "BertModule",
     "BoundsKind",
     "Context",
+    "EmbeddedModel",
+    "EncoderNotFoundError",
     "ExplorableModel",
     "MissingHeadError",
     "MissingWeightsError",
     "ModelError",
+    "SentenceClassifier",
     "ShapeMismatchError",
     "Task",
     "UnexpectedWeightsError",
@@ -43,8 +50,12 @@ __all__ = [
     "ViTConfig",
     "ViTModule",
     "WeightsNotFoundError",
+    "embedded_path",
     "load",
     "load_bert",
     "load_hf_vit",
     "load_manifold_vit",
+    "load_sentence_classifier",
+    "minilm_path",
+    "training_record",
 ]
