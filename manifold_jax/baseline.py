@@ -24,7 +24,7 @@ from manifold_jax.selection import Select, token_selection
 
 
 def _baseline_step(
-    f: Callable[..., jax.Array], sign: float, x: jax.Array, key: jax.Array, target: jax.Array,
+    f: Callable[..., jax.Array], sign: jax.Array, x: jax.Array, key: jax.Array, target: jax.Array,
     delta: jax.Array, args: tuple[Any, ...], index: jax.Array, valid: jax.Array, lo: jax.Array, hi: jax.Array,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """One item: x (n, d) -> next x, next key, record (y, step, eigenvalue=|g|^2, status)."""
@@ -54,10 +54,10 @@ def _baseline_step(
     return x.at[index].set(moved), next_key, record
 
 
-@partial(jax.jit, static_argnames=("static", "sign", "steps", "save_every"))
+@partial(jax.jit, static_argnames=("static", "steps", "save_every"))
 def _run(
     dynamic: list[Any], x: jax.Array, keys: jax.Array, target: jax.Array, delta: jax.Array,
-    inputs: tuple[Any, ...], *, static: StaticPart, sign: float, steps: int, save_every: int,
+    inputs: tuple[Any, ...], sign: jax.Array, *, static: StaticPart, steps: int, save_every: int,
 ) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
     f = merge_callable(dynamic, static)
     step = jax.vmap(partial(_baseline_step, f, sign))
@@ -117,8 +117,8 @@ def gradient_baseline(
     target = jnp.argmax(y0, axis=1)
     inputs = (args_b, jnp.asarray(sel.index), jnp.asarray(sel.valid), lo, hi)
     (x_end, keys_end, stalls_end), saved = _run(
-        dynamic, x, keys, target, jnp.asarray(delta, x.dtype), inputs, static=static,
-        sign=1.0 if direction == "stay" else -1.0, steps=steps, save_every=save_every,
+        dynamic, x, keys, target, jnp.asarray(delta, x.dtype), inputs,
+        jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype), static=static, steps=steps, save_every=save_every,
     )
     fields = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in saved.items()}
     if not batched:

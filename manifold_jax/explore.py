@@ -14,6 +14,7 @@ bit. Configuration is a frozen dataclass that validates itself when built.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -172,6 +173,17 @@ class ExploreConfig:
             )
 
     @property
+    def compiled(self) -> ExploreConfig:
+        """The configuration the compiled loop is keyed on.
+
+        The algorithm is a traced flag inside the loop, so SiMEC and SiMExp runs with the
+        same options share one compiled program (the null-direction rule is irrelevant to
+        SiMExp and normalised away).
+        """
+        null = self.null_direction if self.algorithm == "simec" else "project"
+        return dataclasses.replace(self, algorithm="simec", null_direction=null)
+
+    @property
     def blocks_per_chunk(self) -> int:
         """Saved points per compiled call."""
         return max(1, self.chunk_size // self.save_every)
@@ -260,6 +272,7 @@ def _pick(key: jax.Array, allowed: jax.Array) -> jax.Array:
 
 def _block_move(
     cfg: ExploreConfig,
+    simexp: jax.Array,
     lam: jax.Array,
     vecs: jax.Array,
     noise: jax.Array,
@@ -268,7 +281,8 @@ def _block_move(
     """Direction (D,), step size, v^T g v and whether a move exists, for one block.
 
     lam (p,) descending and vecs (p, D) are the block's eigenpairs; noise (D,) a Gaussian
-    draw used by the projected null direction; key picks eigenvectors.
+    draw used by the projected null direction; key picks eigenvectors; simexp (traced
+    bool) chooses SiMExp's visible direction over SiMEC's null one.
     """
     dtype = vecs.dtype
     p, dim = vecs.shape
@@ -277,19 +291,19 @@ def _block_move(
     safe_max = jnp.where(scale_ok, lam_max, 1.0)
     nonnull = lam > cfg.threshold.cutoff(lam_max, dtype)
     null = ~nonnull
-    if cfg.algorithm == "simexp":
-        v = _canonical_sign(vecs[_pick(key, nonnull)])
-        exists = nonnull.any()
-    elif cfg.null_direction == "eigenvector":
-        v = _canonical_sign(vecs[_pick(key, null)])
-        exists = null.any()
+    visible_dir = _canonical_sign(vecs[_pick(key, nonnull)])
+    if cfg.null_direction == "eigenvector":
+        null_dir = _canonical_sign(vecs[_pick(key, null)])
+        null_exists = null.any()
     else:
         visible = jnp.where(nonnull[:, None], vecs, 0.0)
-        v = noise - visible.T @ (visible @ noise)
-        v = v - visible.T @ (visible @ v)  # twice is enough for near-orthonormal rows
-        norm = jnp.linalg.norm(v)
-        exists = (dim - nonnull.sum()) > 0
-        v = v / jnp.where(norm > 0, norm, 1.0)
+        null_dir = noise - visible.T @ (visible @ noise)
+        null_dir = null_dir - visible.T @ (visible @ null_dir)  # twice is enough for near-orthonormal rows
+        norm = jnp.linalg.norm(null_dir)
+        null_exists = (dim - nonnull.sum()) > 0
+        null_dir = null_dir / jnp.where(norm > 0, norm, 1.0)
+    v = jnp.where(simexp, visible_dir, null_dir)
+    exists = jnp.where(simexp, nonnull.any(), null_exists)
     ok = exists & scale_ok
     if cfg.step_rule == "reference":
         numerically_zero = lam <= numerical_floor(dtype) * lam_max
@@ -307,6 +321,7 @@ def _block_move(
 def _step(
     f: Callable[..., jax.Array],
     cfg: ExploreConfig,
+    simexp: jax.Array,
     x: jax.Array,
     key: jax.Array,
     args: tuple[Any, ...],
@@ -335,7 +350,7 @@ def _step(
         block_valid = valid.any()[None]
         pick_keys = jax.random.fold_in(step_key, n)[None]
         noise = noise.reshape(1, m * d)
-    dirs, delta, quad, ok = jax.vmap(partial(_block_move, cfg))(
+    dirs, delta, quad, ok = jax.vmap(partial(_block_move, cfg, simexp))(
         spec.eigenvalues, spec.eigenvectors, noise, pick_keys
     )
     finite = jnp.isfinite(y).all() & jnp.all(
@@ -364,6 +379,7 @@ def _advance(
     dynamic: list[Any],
     carry: tuple[jax.Array, jax.Array, jax.Array],
     inputs: tuple[Any, ...],
+    simexp: jax.Array,
     active: jax.Array,
     want_end: jax.Array,
     *,
@@ -379,7 +395,7 @@ def _advance(
     traced once, so the compiled program holds one copy of the model's Jacobian.
     """
     f = merge_callable(dynamic, static)
-    batched_step = jax.vmap(partial(_step, f, cfg))
+    batched_step = jax.vmap(partial(_step, f, cfg, simexp))
 
     def one(c: tuple[jax.Array, ...]) -> tuple[tuple[jax.Array, ...], _Record]:
         x, keys, stalls = c
@@ -554,7 +570,9 @@ def explore(
     output_size(f, x[0], jax.tree.map(lambda a: a[0], args_b))
     dynamic, static = split_callable(f)
     inputs = (args_b, jnp.asarray(sel.index), jnp.asarray(sel.valid), lo, hi)
-    run = partial(_advance, dynamic, inputs=inputs, static=static, cfg=cfg)
+    run = partial(
+        _advance, dynamic, inputs=inputs, simexp=jnp.bool_(cfg.algorithm == "simexp"), static=static, cfg=cfg.compiled
+    )
 
     _, first = run((x, keys, stalls), active=jnp.int32(0), want_end=jnp.bool_(True))
     _check_start(cfg, jax.tree.map(lambda v: v[0], first), batched)

@@ -85,3 +85,10 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytes
 def test_resume_of_a_directory_without_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fails(["explore", "--resume", str(tmp_path)], capsys, "spec.json is missing")
     _fails(["report", str(tmp_path)], capsys, "not a study directory")
+
+
+def test_train_topic_head_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["train", "minilm-topics", "--epochs", "3", "--out", str(tmp_path / "a")], capsys, "--epochs applies to mnist-vit")
+    main(["train", "minilm-topics", "--out", str(tmp_path / "head")])
+    assert {p.name for p in (tmp_path / "head").iterdir()} >= {"config.json", "training.json"}
+    assert "'test_accuracy'" in capsys.readouterr().out

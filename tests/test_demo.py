@@ -1,0 +1,29 @@
+"""The README's main job, at reduced size: SiMEC keeps every prediction, SiMExp changes rankings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from manifold_jax.cli import main
+
+
+@pytest.mark.slow
+def test_demo_keeps_predictions_with_simec_and_changes_rankings_with_simexp(tmp_path: Path, full_size: bool) -> None:
+    # CI size: a fifth of the iterations with a step three times longer (the demo's eta is 10)
+    steps, eta = (1000, 10) if full_size else (200, 30)
+    main(["demo", "--out", str(tmp_path), "--steps", str(steps), "--eta", str(eta), "--quiet"])
+    for study in ("images", "text"):
+        metrics = json.loads((tmp_path / study / "metrics.json").read_text())
+        inputs = metrics["inputs"]
+        assert len(inputs) == 3
+        for entry in inputs:
+            simec = entry["simec"]
+            assert simec["prediction_changes"] == 0, (study, entry["input"], simec["prediction_change_steps"])
+            assert simec["final_class"] == simec["original_class"]
+        changed = [e["simexp"]["ranking_inversions_total"] > 0 for e in inputs]
+        assert sum(changed) >= 2, (study, changed)
+        assert (tmp_path / study / "report.md").is_file()
+        assert len(list((tmp_path / study / "figures").glob("*.png"))) == 6
