@@ -94,14 +94,21 @@ def exploration_figure(
     ax.set_title("trajectories of the explored tokens (marker: predicted class)")
     ax.legend(fontsize=7, ncol=3, loc="best")
     row += 1
+    # when the prediction never wavers a linear axis shows flat lines: what moves is the
+    # ranking of the unlikely classes, which a log axis shows
+    confident = min(float(_softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
     for n_alg, algorithm in enumerate(algorithms):
         ax = fig.add_subplot(grid[row, n_alg * (grid.ncols // len(algorithms)):(n_alg + 1) * (grid.ncols // len(algorithms))])
         probs = _softmax(logits[algorithm])
         for c in range(probs.shape[1]):
             ax.plot(iterations, probs[:, c], color=_COLOURS[c % 10], lw=1.2, label=labels[c])
-        ax.set_ylim(-0.02, 1.02)
+        if confident:
+            ax.set_yscale("log")
+            ax.set_ylim(max(float(probs.min()) / 2, 1e-12), 1.5)
+        else:
+            ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("iteration")
-        ax.set_ylabel("probability")
+        ax.set_ylabel("probability" + (" (log scale)" if confident else ""))
         ax.set_title(f"{algorithm}: class probabilities")
         if probs.shape[1] <= 10:
             ax.legend(fontsize=7, ncol=2)
@@ -157,7 +164,8 @@ def importance_figure(
         for i, word in enumerate(words):
             v = values[i]
             colour = cmap(0.85 * v / top) if np.isfinite(v) else (0.9, 0.9, 0.9, 1.0)
-            ax.text(x, 0.5, word, fontsize=11, va="center", color="white" if np.isfinite(v) and v / top > 0.3 else "black",
+            dark = np.isfinite(v) and v / top < 0.6  # inferno is dark at the low end
+            ax.text(x, 0.5, word, fontsize=11, va="center", color="white" if dark else "black",
                     bbox=dict(facecolor=colour, edgecolor="red" if select[i] else "none", boxstyle="round,pad=0.3"))
             x += 0.12 + 0.085 * len(word)
         ax.set_xlim(-0.1, x)

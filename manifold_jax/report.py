@@ -158,7 +158,8 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
         f"# Study: {spec.model}",
         "",
         f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {spec.eta}; select = {spec.select}; "
-        f"bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; seed = {spec.seed}.",
+        f"bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; "
+        f"output metric = {spec.output_metric}; seed = {spec.seed}.",
         "",
         "## Means over inputs",
         "",

@@ -52,7 +52,8 @@ class StudySpec:
     id. inputs: texts for a text model; "mnist:<index>" or image file paths for an image
     model. select: "all", "one", "q1", "q2", "q3" or explicit positions. bounds:
     "theoretical", "measured" or "none". threshold: relative level (float) or "reference"
-    (the authors' absolute 0.01). The other fields are the engine's options.
+    (the authors' absolute 0.01). output_metric: "euclidean" (on the logits, the
+    reference), "softmax" or "fisher_rao". The other fields are the engine's options.
     """
 
     model: str
@@ -69,6 +70,7 @@ class StudySpec:
     threshold: float | str = 1e-4
     step_rule: str = "reference"
     blocks: str = "token"
+    output_metric: str = "euclidean"
     chunk_size: int = 100
     baseline: bool = True
     labels: tuple[str, ...] = field(default=())
@@ -114,7 +116,8 @@ class StudySpec:
             raise ValueError(f"threshold={self.threshold!r}: give a relative level in (0, 1) or 'reference'")
         options = dict(
             eta=float(self.eta), threshold=threshold, step_rule=self.step_rule, spectrum=self.spectrum,
-            blocks=self.blocks, save_every=self.save_every, chunk_size=self.chunk_size,
+            blocks=self.blocks, output_metric=self.output_metric, save_every=self.save_every,
+            chunk_size=self.chunk_size,
         )
         ExploreConfig(algorithm="simec", **options)
         return options
@@ -269,7 +272,7 @@ def run_study(
     if not resume:
         (out / "spec.json").write_text(spec.to_json())
     mask = np.asarray(ctx["token_mask"])
-    importance = token_importance(model.head, x0, (ctx,))
+    importance = token_importance(model.head, x0, (ctx,), spec.output_metric)
     select = _selection(spec, importance, mask, ctx)
     box = study_bounds(model, spec, x0)
     inputs_file = out / "inputs.npz"
