@@ -597,7 +597,7 @@ def _specs(arg: str | None, quick: bool) -> list[Spec]:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(
-        prog="bench.py", description=__doc__.split("\n\n")[0],
+        prog="bench.py", description=__doc__,
         epilog="specs: " + ", ".join(f"{s.name} ({s.title})" for s in SPECS.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
