@@ -215,7 +215,8 @@ def matfree_spectrum(
 
             return _top_eigenpairs(apply_token, d, p, kk, x.dtype, iters)
 
-        return y, jax.vmap(token_block)(jnp.arange(m), jax.random.split(key, m))
+        # one token at a time: vmapping the solver over tokens would hold m full-size tangents
+        return y, jax.lax.map(lambda a: token_block(*a), (jnp.arange(m), jax.random.split(key, m)))
     dim = m * d
     p = min(rank if rank is not None else factor.shape[1], dim)
     spec = _top_eigenpairs(

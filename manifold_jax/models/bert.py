@@ -170,8 +170,8 @@ class BertModule(nn.Module):
     def candidates(self, vocab_ids: jax.Array, n: int) -> jax.Array:
         return self.embeddings.candidates(vocab_ids, n)
 
-    def encode(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        return self.encoder(x, attention_mask)
+    def encode(self, x: jax.Array, attention_mask: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+        return self.encoder(x, attention_mask, rows)
 
     def classify(self, hidden: jax.Array) -> jax.Array:
         """hidden (..., n, d) -> logits (..., num_labels): tanh pooler on [CLS], then linear."""
@@ -191,12 +191,12 @@ class BertModule(nn.Module):
 
     def head(self, x: jax.Array, attention_mask: jax.Array, mask_position: Any = None, topk: Any = None) -> jax.Array:
         """One item (n, d) to the explored output (see :meth:`Bert.head`)."""
-        hidden = self.encode(x, attention_mask)
-        if self.task == "classification":
-            return self.classify(hidden)
-        if self.task == "mlm":
-            return self.mlm_logits(hidden[mask_position], topk)
-        return hidden
+        if self.task == "classification":  # the pooler reads [CLS] only
+            return self.classify(self.encode(x, attention_mask, jnp.zeros((1,), jnp.int32)))
+        if self.task == "mlm":  # only the masked word's row is read
+            rows = jnp.reshape(jnp.asarray(mask_position, jnp.int32), (1,))
+            return self.mlm_logits(self.encode(x, attention_mask, rows)[0], topk)
+        return self.encode(x, attention_mask)
 
     def init_all(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
         return self.forward(self.embed(input_ids, token_type_ids), jnp.ones_like(input_ids))

@@ -112,7 +112,9 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
     mean = jnp.mean(x, axis=-1, keepdims=True)
     centred = x - mean
     var = jnp.mean(centred * centred, axis=-1, keepdims=True)
-    return centred * jax.lax.rsqrt(var + eps) * scale + bias
+    # x / sqrt, not x * rsqrt: XLA's CPU backend miscompiles the jitted Jacobian of the
+    # rsqrt form for large batches of cotangents (benchmarks/repro_xla_layernorm.py)
+    return centred / jnp.sqrt(var + eps) * scale + bias
 
 
 def additive_mask(attention_mask: jax.Array | None, dtype: jnp.dtype) -> jax.Array | None:
@@ -142,15 +144,19 @@ class SelfAttention(nn.Module):
         h = self.config.num_heads
         return t.reshape(*t.shape[:-1], h, t.shape[-1] // h)
 
-    def __call__(self, x: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array | None = None, rows: jax.Array | None = None
+    ) -> jax.Array:
+        """``rows`` (r,): compute the output of those query positions only, (..., r, d)."""
+        queries = x if rows is None else jnp.take(x, rows, axis=-2)
+        q, k, v = self._split(self.query(queries)), self._split(self.key(x)), self._split(self.value(x))
         scores = jnp.einsum("...qhe,...khe->...hqk", q, k) / math.sqrt(q.shape[-1])
         bias = additive_mask(attention_mask, scores.dtype)
         if bias is not None:
             scores = scores + bias[..., None, None, :]
         weights = jax.nn.softmax(scores, axis=-1)
         context = jnp.einsum("...hqk,...khe->...qhe", weights, v)
-        return self.out(context.reshape(*x.shape))
+        return self.out(context.reshape(*queries.shape))
 
 
 class MLP(nn.Module):
@@ -179,11 +185,16 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(self.config)
         self.mlp_norm = LayerNorm(eps)
 
-    def __call__(self, x: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array | None = None, rows: jax.Array | None = None
+    ) -> jax.Array:
+        """``rows`` (r,): only those positions' outputs (..., r, d); every position still
+        serves as a key and value, so the rows equal the full layer's rows."""
+        kept = x if rows is None else jnp.take(x, rows, axis=-2)
         if self.config.pre_norm:
-            x = x + self.attention(self.attention_norm(x), attention_mask)
+            x = kept + self.attention(self.attention_norm(x), attention_mask, rows)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attention_norm(x + self.attention(x, attention_mask))
+        x = self.attention_norm(kept + self.attention(x, attention_mask, rows))
         return self.mlp_norm(x + self.mlp(x))
 
 
@@ -195,7 +206,12 @@ class Encoder(nn.Module):
     def setup(self) -> None:
         self.layers = [TransformerBlock(self.config) for _ in range(self.config.num_layers)]
 
-    def __call__(self, x: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-        for layer in self.layers:
-            x = layer(x, attention_mask)
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array | None = None, rows: jax.Array | None = None
+    ) -> jax.Array:
+        """x (..., n, d) -> hidden (..., n, d); with ``rows`` (r,) the last layer computes only
+        those positions, (..., r, d): a head that reads [CLS] (or the masked word) then
+        skips the last layer's work on every other position, which also shortens its Jacobian."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, attention_mask, rows if i == len(self.layers) - 1 else None)
         return x

@@ -191,15 +191,17 @@ class ViTModule(nn.Module):
         cls = jnp.broadcast_to(self.cls_token, (*tokens.shape[:-2], 1, tokens.shape[-1]))
         return jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=-2) + self.position
 
-    def encode(self, x: jax.Array) -> jax.Array:
-        """x (..., n, d) -> final hidden state (..., n, d), after the final LayerNorm."""
-        h = self.encoder(x)
+    def encode(self, x: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+        """x (..., n, d) -> final hidden state (..., n, d) after the final LayerNorm, or only
+        the positions ``rows`` (r,) of it, (..., r, d)."""
+        h = self.encoder(x, None, rows)
         return self.norm(h) if self.config.final_norm else h
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Logits (..., num_classes) from the CLS token, or the hidden state for task "encoder"."""
-        hidden = self.encode(x)
-        return self.classifier(hidden[..., 0, :]) if self.task == "classification" else hidden
+        if self.task != "classification":
+            return self.encode(x)
+        return self.classifier(self.encode(x, jnp.zeros((1,), jnp.int32))[..., 0, :])
 
     def init_all(self, patches: jax.Array) -> jax.Array:
         return self.forward(self.embed(patches))
