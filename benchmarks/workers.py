@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +346,11 @@ class Ours:
 
                 return jax.lax.scan(body, x, None, length=length)[0]
 
-            self._floor = {"jacrev": jax.jit(jac), "forward": jax.jit(fwd), "jacrev_scan": jax.jit(scanned)}
+            # compiled with the options our own programs get (manifold_jax._xla): the floor is
+            # the best this jaxlib does for the Jacobian, not a handicapped one
+            from manifold_jax._xla import jit
+
+            self._floor = {"jacrev": jit(jac), "forward": jit(fwd), "jacrev_scan": jit(scanned)}
         return self._floor
 
     def floor(self, repeats: int = 3) -> dict[str, Any]:

@@ -8,7 +8,6 @@ the selections "one" (the most important token) and "q1"/"q2"/"q3" (quartiles).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._xla import jit
 from manifold_jax.geometry import block_spectrum, output_size
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 
@@ -25,7 +25,7 @@ the first quartile (q1: the top three quarters), the median (q2: the top half) o
 third quartile (q3: the top quarter) of the importance of the explorable tokens."""
 
 
-@partial(jax.jit, static_argnames=("static", "metric"))
+@jit(static_argnames=("static", "metric"))
 def _importance(dynamic: list[Any], x0: jax.Array, args: tuple[Any, ...], *, static: StaticPart, metric: OutputMetric) -> jax.Array:
     f = merge_callable(dynamic, static)
     n = x0.shape[1]

@@ -18,7 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
-from manifold_jax.explore import ExplorationState, Trajectory, _batch_args, _bounds, init_state
+from manifold_jax._xla import jit
+from manifold_jax.explore import (
+    ExplorationState,
+    Trajectory,
+    _batch_args,
+    _bounds,
+    init_state,
+)
 from manifold_jax.geometry import output_size
 from manifold_jax.selection import Select, token_selection
 
@@ -54,7 +61,7 @@ def _baseline_step(
     return x.at[index].set(moved), next_key, record
 
 
-@partial(jax.jit, static_argnames=("static", "steps", "save_every"))
+@jit(static_argnames=("static", "steps", "save_every"))
 def _run(
     dynamic: list[Any], x: jax.Array, keys: jax.Array, target: jax.Array, delta: jax.Array,
     inputs: tuple[Any, ...], sign: jax.Array, *, static: StaticPart, steps: int, save_every: int,

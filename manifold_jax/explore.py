@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
 from manifold_jax._checks import check_finite, check_float_array, check_option
+from manifold_jax._xla import jit
 from manifold_jax.geometry import (
     BLOCKS,
     MATFREE_ITERS,
@@ -45,6 +46,9 @@ STALLED = 1
 """Status bit: a selected block had no admissible direction (or a zero metric) and stood still."""
 NONFINITE = 2
 """Status bit: the output or its derivatives were not finite; the step was skipped."""
+
+AUTO_BATCH_ROWS = 4096
+"""Cotangent rows (items x outputs x tokens) one vmapped Jacobian handles when batch_size is None."""
 
 REFERENCE_EPS = 1e-6
 """The absolute constant in the reference code's step rule, delta = eta sqrt((min + 1e-6) / max)."""
@@ -120,7 +124,9 @@ class ExploreConfig:
     algorithm: "simec" (stay in the class) or "simexp" (leave it).
     eta: step multiplier. threshold: Relative (default) or Absolute null level.
     step_rule: "reference" (the authors' code, delta ~ eta 1e-3 / sqrt(lambda_max)) or
-    "paper" (delta = eta sqrt(lambda_min_nonnull / lambda_max)).
+    "paper" (delta = eta sqrt(lambda_min_nonnull / lambda_max)); pair "paper" with
+    spectrum="svd", which gets the smallest non-null eigenvalue to ~1e-5 relative where
+    "gram" (squaring the condition number) may be off by ~1e-3.
     spectrum: "gram" (default), "svd", "dense" or "matfree"; blocks: "token" or "joint".
     output_metric: "euclidean", "softmax", "fisher_rao" or a callable y -> L.
     null_direction: SiMEC's direction, "project" (a Gaussian projected off the visible
@@ -129,6 +135,12 @@ class ExploreConfig:
     mode: Jacobian by "rev", "fwd" or "auto". rank / matfree_iters: the "matfree" solver's
     eigenpairs per block and iteration cap. save_every: keep every n-th point.
     chunk_size: steps per compiled call (progress and checkpoints happen between calls).
+    batch_size: items of a batch processed at once, under ``vmap``; the slices follow one
+    another (``lax.map``). None (default) picks it from the size of the Jacobian: the whole
+    batch at once unless it holds more than AUTO_BATCH_ROWS cotangent rows (batch x k x n),
+    which bounds the memory and, measured on the MNIST ViT at batch 16, runs 25 % faster.
+    Slices are balanced (a batch of 10 with batch_size 8 runs as 2 x 5) and the last one
+    is padded with copies of the first item, whose results are dropped.
     """
 
     algorithm: Literal["simec", "simexp"]
@@ -144,6 +156,7 @@ class ExploreConfig:
     matfree_iters: int = MATFREE_ITERS
     save_every: int = 1
     chunk_size: int = 100
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         check_option("algorithm", self.algorithm, ALGORITHMS)
@@ -156,6 +169,8 @@ class ExploreConfig:
         resolve_output_metric(self.output_metric)
         if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
             raise ValueError(f"eta must be a positive finite number, got {self.eta!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
         for name in ("save_every", "chunk_size", "matfree_iters"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -374,7 +389,46 @@ def _step(
 # --------------------------------------------------------------------------- compiled chunks
 
 
-@partial(jax.jit, static_argnames=("static", "cfg"))
+def _slice_size(batch_size: int | None, batch: int, rows_per_item: int) -> int | None:
+    """Items per vmapped slice (None: the whole batch at once), balanced over the slices.
+
+    ``batch_size`` None picks the largest slice within AUTO_BATCH_ROWS cotangent rows.
+    """
+    wanted = batch_size if batch_size is not None else max(1, AUTO_BATCH_ROWS // rows_per_item)
+    if wanted >= batch:
+        return None
+    slices = -(-batch // wanted)
+    return -(-batch // slices)
+
+
+def _in_slices(step: Callable[..., Any], size: int | None) -> Callable[..., Any]:
+    """``step`` over a batch (leading axis of every argument) in slices of ``size`` items.
+
+    One vmapped slice inside ``lax.map`` (a single copy of the step in the program); the
+    batch is padded to a whole number of slices with copies of item 0, whose results are
+    dropped. (``lax.map``'s own remainder handling compiles a second copy of the step;
+    with XLA's CPU options of manifold_jax._xla that program was seen to hang.)
+    """
+    if size is None:
+        return step
+
+    def sliced(*args: Any) -> Any:
+        batch = jax.tree.leaves(args)[0].shape[0]
+        slices = -(-batch // size)
+        pad = slices * size - batch
+
+        def split(a: jax.Array) -> jax.Array:
+            if pad:
+                a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
+            return a.reshape(slices, size, *a.shape[1:])
+
+        out = jax.lax.map(lambda t: step(*t), jax.tree.map(split, args))
+        return jax.tree.map(lambda a: a.reshape(slices * size, *a.shape[2:])[:batch], out)
+
+    return sliced
+
+
+@jit(static_argnames=("static", "cfg"))
 def _advance(
     dynamic: list[Any],
     carry: tuple[jax.Array, jax.Array, jax.Array],
@@ -391,42 +445,37 @@ def _advance(
     carry = (x (B, n, d), keys (B, 2), stalls (B,)); inputs = (args, index, valid, lo, hi),
     all batched. Returns the new carry and blocks_per_chunk + 1 records: the point at the
     start of each active block and, at position ``active`` when ``want_end``, the final
-    point with the step a continuation would take (computed, not taken). The step is
-    traced once, so the compiled program holds one copy of the model's Jacobian.
+    point with the step a continuation would take (computed, not taken); the records past
+    those are filler. The step is traced once, so the compiled program holds one copy of
+    the model's Jacobian. Each block is a loop with a traced trip count (save_every, 1 or
+    0 steps), not a ``lax.cond`` around the step: on XLA's CPU backend a step inside a
+    conditional ran 1.5x to 1.8x slower (MiniLM, 16 tokens: 34 ms against 19 ms).
     """
     f = merge_callable(dynamic, static)
-    batched_step = jax.vmap(partial(_step, f, cfg, simexp))
+    batched_step = _in_slices(jax.vmap(partial(_step, f, cfg, simexp)), cfg.batch_size)
 
     def one(c: tuple[jax.Array, ...]) -> tuple[tuple[jax.Array, ...], _Record]:
         x, keys, stalls = c
         x_next, keys_next, rec = batched_step(x, keys, *inputs)
         return (x_next, keys_next, stalls + (rec["status"] != 0)), rec
 
-    def zeros_like_output(fn: Callable[..., Any], *a: Any) -> Any:
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *a))
-
-    blank_rec = zeros_like_output(lambda c: one(c)[1], carry)
-
-    def point(c: tuple[jax.Array, ...], rec: _Record) -> dict[str, jax.Array]:
-        return {"x": c[0], "stalls": c[2], **rec}
+    blank_rec = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda c: one(c)[1], carry))
 
     def block(c: tuple[jax.Array, ...], i: jax.Array) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
-        limit = jnp.where(i < active, cfg.save_every, 1)
+        steps = jnp.where(i < active, cfg.save_every, jnp.where((i == active) & want_end, 1, 0))
 
-        def inner(c: tuple[jax.Array, ...], j: jax.Array) -> tuple[tuple[jax.Array, ...], _Record]:
-            return jax.lax.cond(j < limit, one, lambda c: (c, blank_rec), c)
+        def step(j: jax.Array, state: tuple[Any, _Record]) -> tuple[Any, _Record]:
+            c, first = state
+            c_next, rec = one(c)
+            # keep the record of the block's first step: the one that leaves its start point
+            return c_next, jax.tree.map(lambda new, old: jnp.where(j == 0, new, old), rec, first)
 
-        c_end, recs = jax.lax.scan(inner, c, jnp.arange(cfg.save_every))
+        c_end, first = jax.lax.fori_loop(0, steps, step, (c, blank_rec))
+        # the end block computes its step's record only: its point is not moved
         c_out = jax.tree.map(lambda new, old: jnp.where(i < active, new, old), c_end, c)
-        return c_out, point(c, jax.tree.map(lambda r: r[0], recs))
+        return c_out, {"x": c[0], "stalls": c[2], **first}
 
-    blank_point = zeros_like_output(lambda c: block(c, jnp.int32(0))[1], carry)
-
-    def outer(c: tuple[jax.Array, ...], i: jax.Array) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
-        wanted = (i < active) | ((i == active) & want_end)
-        return jax.lax.cond(wanted, block, lambda c, i: (c, blank_point), c, i)
-
-    return jax.lax.scan(outer, carry, jnp.arange(cfg.blocks_per_chunk + 1))
+    return jax.lax.scan(block, carry, jnp.arange(cfg.blocks_per_chunk + 1))
 
 
 # --------------------------------------------------------------------------- validation of inputs
@@ -567,7 +616,8 @@ def explore(
             f"got {sorted(set(sel.counts.tolist()))}"
         )
     lo, hi = _bounds(bounds, x, sel, batched)
-    output_size(f, x[0], jax.tree.map(lambda a: a[0], args_b))
+    k = output_size(f, x[0], jax.tree.map(lambda a: a[0], args_b))
+    cfg = dataclasses.replace(cfg, batch_size=_slice_size(cfg.batch_size, batch, k * n))
     dynamic, static = split_callable(f)
     inputs = (args_b, jnp.asarray(sel.index), jnp.asarray(sel.valid), lo, hi)
     run = partial(

@@ -16,7 +16,6 @@ selected coordinates (m * d).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -25,6 +24,7 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
 from manifold_jax._checks import check_finite, check_float_array, check_option
+from manifold_jax._xla import jit
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 from manifold_jax.selection import Select, token_selection
 
@@ -259,7 +259,7 @@ def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[j
     return jnp.asarray(arr), sel
 
 
-@partial(jax.jit, static_argnames=("static", "metric", "blocks", "method", "mode", "rank", "iters"))
+@jit(static_argnames=("static", "metric", "blocks", "method", "mode", "rank", "iters"))
 def _spectrum_jit(
     dynamic: list[Any],
     x: jax.Array,
@@ -339,7 +339,7 @@ def pullback_metric(
     )
 
 
-@partial(jax.jit, static_argnames=("static", "metric", "blocks", "mode"))
+@jit(static_argnames=("static", "metric", "blocks", "mode"))
 def _pullback_jit(
     dynamic: list[Any],
     x: jax.Array,

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax._xla import jit
 from manifold_jax.models.base import Context, ExplorableModel
 
 
@@ -32,7 +33,7 @@ class Interpretation:
     logits: np.ndarray
 
 
-@jax.jit
+@jit
 def _predict(model: Any, x: jax.Array, ctx: Context) -> jax.Array:
     return jax.vmap(model.head)(x, ctx)
 

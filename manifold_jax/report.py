@@ -152,6 +152,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _percent(fraction: Any) -> str:
+    """A fraction in [0, 1] as "87 %" ("n/a" when missing)."""
+    if fraction is None or not np.isfinite(fraction):
+        return "n/a"
+    return f"{100 * float(fraction):.0f} %"
+
+
 def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[list[tuple[int, str]]]]) -> str:
     spec = study.spec
     lines = [
@@ -185,7 +192,7 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
                 f"- **{algorithm}**: class {name(m['original_class'])} -> {name(m['final_class'])}; "
                 f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
                 f"interpretation agrees with the embedding's prediction at "
-                f"{_fmt(interp.get('prediction_agreement'))} of the saved points"
+                f"{_percent(interp.get('prediction_agreement'))} of the saved points"
             )
             for iteration, text in sentences.get(algorithm, [[]] * (b + 1))[b]:
                 lines.append(f"    - t={iteration}: {text}")

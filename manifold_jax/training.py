@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import time
-from functools import partial
 from typing import Any
 
 import jax
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from manifold_jax._xla import jit
 from manifold_jax.models.bert import Bert
 from manifold_jax.models.sentence import SentenceClassifier
 from manifold_jax.models.vit import MNIST_VIT, ViT, ViTConfig
@@ -115,7 +115,7 @@ def _optimizer(learning_rate: Any, weight_decay: Any, clip_norm: float | None) -
     return optax.chain(*transforms, optax.adamw(learning_rate, weight_decay=weight_decay, mask=_decay_mask))
 
 
-@partial(jax.jit, static_argnames=("clip_norm", "max_shift", "label_smoothing"))
+@jit(static_argnames=("clip_norm", "max_shift", "label_smoothing"))
 def _train_step(
     model: ViT,
     opt_state: Any,
@@ -144,7 +144,7 @@ def _train_step(
     return dataclasses.replace(model, params=optax.apply_updates(model.params, updates)), opt_state, loss
 
 
-@jax.jit
+@jit
 def _vit_logits(model: ViT, images: jax.Array) -> jax.Array:
     return model(images)
 
@@ -433,7 +433,7 @@ def train_topic_head(
     }
     chunk = 50
 
-    @jax.jit
+    @jit
     def run_chunk(head: dict[str, jax.Array], state: Any) -> Any:
         def step(carry: Any, _: None) -> Any:
             h, s = carry

@@ -27,7 +27,8 @@ pytest.importorskip("transformers")
 
 from benchmarks import bench  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# one process runs the whole module, so the costly report (a session fixture) is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
 
 
 def _positive(row: dict[str, Any], *keys: str) -> None:
@@ -36,7 +37,7 @@ def _positive(row: dict[str, Any], *keys: str) -> None:
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per process, however xdist interleaves modules
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("bench")
     results = bench.run(["all", "--quick", "--specs", "tiny-bert-8", "--threads", "1", "--out", str(out)])

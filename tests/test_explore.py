@@ -316,3 +316,25 @@ def test_float64_when_x64_is_on() -> None:
         warnings.simplefilter("error")
         traj32 = mj.simec(_f, X0, key=KEY, steps=3)
     assert traj32.x.dtype == np.float32
+
+
+def test_batch_slices_equal_one_vmapped_batch() -> None:
+    f, _ = toy_classifier(jax.random.PRNGKey(13), n=6, d=8, k=3)
+    xs = jax.random.normal(jax.random.PRNGKey(14), (5, 6, 8))
+    masks = jnp.ones((5, 6), bool)
+    runs = {bs: mj.simexp(f, xs, key=KEY, steps=20, eta=3.0, args=(masks,), batch_size=bs) for bs in (5, 2)}
+    # the same arithmetic, vectorised differently: equal up to float32 rounding
+    np.testing.assert_allclose(runs[2].x, runs[5].x, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(runs[2].iteration, runs[5].iteration)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        mj.simexp(f, xs, key=KEY, steps=2, args=(masks,), batch_size=0)
+
+
+def test_slices_are_balanced_and_sized_by_the_jacobian() -> None:
+    from manifold_jax.explore import AUTO_BATCH_ROWS, _slice_size
+
+    assert _slice_size(8, 10, 1) == 5  # two slices of 5, not 8 + 2
+    assert _slice_size(2, 5, 1) == 2  # three slices, the last one padded
+    assert _slice_size(5, 5, 1) is None and _slice_size(None, 3, 10) is None  # one vmap
+    # the MNIST ViT of the paper at batch 16: 10 classes x 197 tokens of cotangent rows per item
+    assert _slice_size(None, 16, 10 * 197) == AUTO_BATCH_ROWS // (10 * 197) == 2

@@ -27,7 +27,11 @@ def _same_params(a: mm.ViT, b: mm.ViT) -> bool:
     return all(jax.tree.leaves(jax.tree.map(lambda u, v: bool(np.array_equal(u, v)), a.params, b.params)))
 
 
-@pytest.fixture(scope="module")
+# one process runs the whole module, so the trained runs (a session fixture) are built once
+pytestmark = pytest.mark.xdist_group("training")
+
+
+@pytest.fixture(scope="session")  # built once per process, however xdist interleaves modules
 def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[mm.ViT, dict]]:
     saved = tmp_path_factory.mktemp("vit_run")
     return {

@@ -10,7 +10,6 @@ task head on ONE item. Weights come from HF checkpoints (``BertModel``,
 from __future__ import annotations
 
 import math
-from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,16 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax._xla import jit
+
 from .base import BoundsKind, Context, Task
+from .common import measured_box
 from .errors import UnsupportedModelError
 from .layers import Encoder, EncoderConfig, LayerNorm, dense, get_activation
-from .common import measured_box
 from .weights import (
     NameTable,
     Rule,
     dense_rules,
-    norm_rules,
     load_params,
+    norm_rules,
     read_checkpoint,
 )
 
@@ -489,12 +490,12 @@ class Bert:
 # ------------------------------------------------------------------ jitted internals
 
 
-@jax.jit
+@jit
 def _embed_jit(model: Bert, ids: jax.Array, types: jax.Array) -> jax.Array:
     return model._apply(ids, types, method="embed")
 
 
-@jax.jit
+@jit
 def _topk_jit(model: Bert, x0: jax.Array, mask: jax.Array, position: jax.Array) -> jax.Array:
     def one(x: jax.Array, m: jax.Array, p: jax.Array) -> jax.Array:
         hidden = model._apply(x, m, method="encode")
@@ -503,7 +504,7 @@ def _topk_jit(model: Bert, x0: jax.Array, mask: jax.Array, position: jax.Array) 
     return jax.vmap(one)(x0, mask, position)
 
 
-@jax.jit
+@jit
 def _mlm_argmax_jit(model: Bert, x: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.lax.map(lambda a: jnp.argmax(model.forward(a[0], {"attention_mask": a[1]}), -1), (x, mask))
 
@@ -518,7 +519,7 @@ def _chunk_ids(start: jax.Array, chunk: int, vocab: int) -> jax.Array:
     return jnp.minimum(start + jnp.arange(chunk, dtype=jnp.int32), vocab - 1)
 
 
-@partial(jax.jit, static_argnums=(1, 2))
+@jit(static_argnums=(1, 2))
 def _vocab_box_jit(model: Bert, n: int, chunk: int) -> tuple[jax.Array, jax.Array]:
     vocab = model.config.vocab_size
 
@@ -533,7 +534,7 @@ def _vocab_box_jit(model: Bert, n: int, chunk: int) -> tuple[jax.Array, jax.Arra
     return jax.lax.scan(step, init, _vocab_chunks(vocab, chunk))[0]
 
 
-@partial(jax.jit, static_argnums=(4,))
+@jit(static_argnums=(4,))
 def _nearest_jit(model: Bert, x: jax.Array, types: jax.Array, allowed: jax.Array, chunk: int) -> jax.Array:
     vocab = model.config.vocab_size
     n = x.shape[-2]

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax._xla import jit
+
 from .base import BoundsKind, Context, Task
 from .bert import Bert
 from .errors import ShapeMismatchError, UnsupportedModelError, WeightsNotFoundError
@@ -216,12 +218,12 @@ class SentenceClassifier:
         save_file(weights, os.path.join(directory, HEAD_FILE), metadata={"format": MODEL_TYPE})
 
 
-@jax.jit
+@jit
 def _forward_jit(model: SentenceClassifier, x: jax.Array, mask: jax.Array) -> jax.Array:
     return model.logits(model.pool(model.encoder.forward(x, {"attention_mask": mask}), mask))
 
 
-@jax.jit
+@jit
 def _pooled_jit(model: SentenceClassifier, x: jax.Array, mask: jax.Array) -> jax.Array:
     return model.pool(model.encoder.forward(x, {"attention_mask": mask}), mask)
 

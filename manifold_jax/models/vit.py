@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax._xla import jit
+
 from .base import BoundsKind, Context, Task
 from .common import measured_box
 from .errors import UnsupportedModelError
@@ -339,7 +341,7 @@ class ViT:
         save_file(flat, os.path.join(directory, "model.safetensors"), metadata={"format": MODEL_TYPE})
 
 
-@jax.jit
+@jit
 def _decode_jit(model: ViT, x: jax.Array, pixels: jax.Array, token_mask: jax.Array) -> jax.Array:
     c = model.config
     images = unpatchify(model._patch_inverse(x), c.image_size, c.patch_size, c.num_channels)
@@ -349,7 +351,7 @@ def _decode_jit(model: ViT, x: jax.Array, pixels: jax.Array, token_mask: jax.Arr
     return jnp.clip(jnp.where(replace, images, pixels.astype(x.dtype)), 0.0, 1.0)
 
 
-@jax.jit
+@jit
 def _theoretical_box_jit(model: ViT) -> tuple[jax.Array, jax.Array]:
     c = model.config
     dtype = model.dtype

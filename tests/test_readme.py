@@ -1,0 +1,51 @@
+"""The README's Python tour runs as written (at a tenth of its steps) and its comments hold."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_python_tour_runs_and_its_shape_comments_are_right() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) == 2, "the tour has a geometry block and an exploration block"
+    code = "\n".join(blocks)
+    # a tenth of the steps: the shapes below scale with them
+    code = code.replace("steps=1000", "steps=100").replace("steps=500", "steps=50").replace("progress=True", "progress=False")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    ns = namespace
+    assert ns["x0"].shape == (4, 50, 48)
+    assert ns["spec"].eigenvalues.shape == (49, 10)
+    assert np.all(np.diff(np.asarray(ns["spec"].eigenvalues), axis=-1) <= 0), "eigenvalues descend"
+    assert ns["g"].shape == (1, 48, 48)
+    stay, leave, full = ns["stay"], ns["leave"], ns["full"]
+    assert stay.x.shape == (4, 11, 50, 48) and stay.y.shape == (4, 11, 10)
+    assert full.x.shape == (4, 16, 50, 48)
+    np.testing.assert_array_equal(full.iteration, np.arange(0, 151, 10))
+    # SiMEC keeps every prediction along the way; SiMExp moves the logits further
+    assert (stay.y.argmax(-1) == stay.y[:, :1].argmax(-1)).all()
+    moved = lambda t: np.abs(t.y[:, -1] - t.y[:, 0]).max()  # noqa: E731
+    assert moved(leave) > 10 * moved(stay)
+
+
+def test_the_performance_table_quotes_the_committed_benchmark_report() -> None:
+    """README's speed-ups and floor ratios are those of benchmarks/results/report.json."""
+    import json
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "x |" in line]
+    speed = json.loads((ROOT / "benchmarks" / "results" / "report.json").read_text())["speed"]
+    order = ("minilm-16", "minilm-64", "minilm-128", "vit-mnist-b1", "vit-mnist-b16", "bert-base-128")
+    assert len(rows) == len(order), rows
+    by_spec = {r["spec"]: r for r in speed}
+    for line, spec in zip(rows, order, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        measured = by_spec[spec]
+        assert float(cells[3].rstrip("x")) == round(measured["speedup"], 1), (spec, cells)
+        assert float(cells[4]) == round(measured["ours_over_floor"], 2), (spec, cells)
