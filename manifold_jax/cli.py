@@ -239,6 +239,8 @@ def _train(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``manifold-jax`` command."""
     args = _parser().parse_args(argv)
+    # the CLI never needs torch; transformers' advice that it is missing is noise here
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     handlers = {"explore": _explore, "report": _report, "demo": _demo, "train": _train}
     try:
         handlers[args.command](args)
