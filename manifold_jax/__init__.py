@@ -18,12 +18,7 @@ from manifold_jax.explore import (
     simexp,
 )
 from manifold_jax.geometry import Spectrum, pullback_metric, spectrum
-from manifold_jax.output_metrics import (
-    euclidean,
-    fisher_rao,
-    metric_tensor,
-    softmax_euclidean,
-)
+from manifold_jax.output_metrics import euclidean, fisher_rao, metric_tensor, softmax_euclidean
 
 __version__ = "0.1.0"
 

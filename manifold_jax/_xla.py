@@ -72,10 +72,6 @@ class _Jitted:
         """``jax.jit(...).lower``: the program for these arguments, ready to compile."""
         return self.jitted.lower(*args, **kwargs)
 
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        # a jitted method: bind like a plain function
-        return self if obj is None else functools.partial(self, obj)
-
 
 def jit(fun: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
     """``jax.jit`` with :func:`compiler_options`; usable as ``@jit`` or ``@jit(static_argnames=...)``."""

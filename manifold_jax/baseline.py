@@ -19,13 +19,7 @@ import numpy as np
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
 from manifold_jax._xla import jit
-from manifold_jax.explore import (
-    ExplorationState,
-    Trajectory,
-    _batch_args,
-    _bounds,
-    init_state,
-)
+from manifold_jax.explore import ExplorationState, Trajectory, _batch_args, _bounds, init_state
 from manifold_jax.geometry import output_size
 from manifold_jax.selection import Select, token_selection
 

@@ -169,7 +169,9 @@ class ExploreConfig:
         resolve_output_metric(self.output_metric)
         if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
             raise ValueError(f"eta must be a positive finite number, got {self.eta!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
         for name in ("save_every", "chunk_size", "matfree_iters"):
             value = getattr(self, name)

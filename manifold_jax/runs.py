@@ -33,15 +33,7 @@ import numpy as np
 
 from manifold_jax.attribution import SELECTIONS, select_tokens, token_importance
 from manifold_jax.baseline import gradient_baseline
-from manifold_jax.explore import (
-    ALGORITHMS,
-    STEP_RULES,
-    Absolute,
-    ExplorationState,
-    Relative,
-    Trajectory,
-    explore,
-)
+from manifold_jax.explore import ALGORITHMS, STEP_RULES, Absolute, ExplorationState, Relative, Trajectory, explore
 from manifold_jax.geometry import BLOCKS, METHODS
 from manifold_jax.interpret import Interpretation, interpret
 

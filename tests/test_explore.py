@@ -326,8 +326,9 @@ def test_batch_slices_equal_one_vmapped_batch() -> None:
     # the same arithmetic, vectorised differently: equal up to float32 rounding
     np.testing.assert_allclose(runs[2].x, runs[5].x, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(runs[2].iteration, runs[5].iteration)
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        mj.simexp(f, xs, key=KEY, steps=2, args=(masks,), batch_size=0)
+    for bad in (0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            mj.simexp(f, xs, key=KEY, steps=2, args=(masks,), batch_size=bad)
 
 
 def test_slices_are_balanced_and_sized_by_the_jacobian() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -35,8 +36,6 @@ def test_the_python_tour_runs_and_its_shape_comments_are_right() -> None:
 
 def test_the_performance_table_quotes_the_committed_benchmark_report() -> None:
     """README's speed-ups and floor ratios are those of benchmarks/results/report.json."""
-    import json
-
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "x |" in line]

@@ -22,12 +22,7 @@ from .errors import (
 )
 from .hf_vit import load_hf_vit
 from .loading import SUPPORTED_MODEL_TYPES, load
-from .sentence import (
-    EncoderNotFoundError,
-    SentenceClassifier,
-    load_sentence_classifier,
-    minilm_path,
-)
+from .sentence import EncoderNotFoundError, SentenceClassifier, load_sentence_classifier, minilm_path
 from .vit import CIFAR10_VIT, MNIST_VIT, ViT, ViTConfig, ViTModule, load_manifold_vit
 
 __all__ = [
