@@ -26,14 +26,17 @@ Interpretations of DESIGN section 6 that the brief leaves open, made here once:
   with the same volume as the token's bounding box in PCA coordinates, so that tokens
   with different n_i contribute comparable lengths. The run's volume is
   ``prod_i Delta_i`` over the explored tokens.
-* **Volume ratio.** ``rho_V = (prod Delta_SiMExp / prod Delta_SiMEC)^n`` undoes the
-  1/n root, i.e. it is the ratio of bounding-box volumes. That ratio needs the two runs
-  measured in the same coordinates with the same n, so for each token one PCA is fitted
-  on the pooled points of both runs and both are measured along its n_i components;
-  with per-token n_i the exponent is applied per token:
-  ``log rho_V = sum_i n_i (log Delta_i^SiMExp - log Delta_i^SiMEC)
-  = sum_i sum_j (log r_ij^SiMExp - log r_ij^SiMEC)``. It is computed in log space and
-  the log is returned beside the ratio (which is ``inf``/``0`` beyond float64 range).
+* **Volume ratio, per patch (the paper's rho_V).** For patch/token i,
+  ``rho_V,i = (Delta_i^SiMExp / Delta_i^SiMEC)^n_i`` undoes the 1/n root: it is the
+  ratio of the two runs' bounding-box volumes in PCA coordinates. That ratio needs both
+  runs measured along the same axes with the same n_i, so for each token one PCA is
+  fitted on the pooled points of both runs and both are measured along its n_i
+  components: ``log rho_V,i = sum_j (log r_ij^SiMExp - log r_ij^SiMEC)``. The paper's
+  figure ("in the order of tens", MNIST 99.3 at eta 1) is the **mean of rho_V,i over
+  the explored patches** (and then over inputs), :attr:`VolumeRatio.rho_v`. The product
+  of the per-patch ratios over all patches of an input is a different quantity (1e19
+  to 1e107 on our runs): it is kept, in log space, only as
+  :attr:`VolumeRatio.log_product_over_tokens`.
 * **Embedding vs interpretation distance.** Wasserstein-1 between two class
   distributions with the 0/1 ground distance (classes are unordered: moving mass
   between any two different classes costs 1) equals the total variation distance,
@@ -69,6 +72,7 @@ __all__ = [
     "explored_volume",
     "VolumeRatio",
     "volume_ratio",
+    "mean_rho_v",
     "total_variation",
     "wasserstein1_01",
     "CatchUp",
@@ -390,27 +394,52 @@ def explored_volume(
 
 @dataclass(frozen=True)
 class VolumeRatio:
-    """rho_V between a SiMExp and a SiMEC run (see the module docstring)."""
+    """rho_V between a SiMExp and a SiMEC run, per explored patch/token (see the module docstring)."""
 
     tokens: np.ndarray
     """(m,) int64: token positions compared."""
     n_components: np.ndarray
     """(m,) int64: components of the pooled PCA kept per token."""
     per_token_log_ratio: np.ndarray
-    """(m,) float64: n_i (log Delta_i^SiMExp - log Delta_i^SiMEC)."""
-    log_ratio: float
-    """log rho_V (natural log): the sum of ``per_token_log_ratio``."""
+    """(m,) float64: log rho_V,i = n_i (log Delta_i^SiMExp - log Delta_i^SiMEC), natural log."""
 
     @property
-    def ratio(self) -> float:
-        """rho_V itself; ``inf`` or ``0.0`` when it is beyond float64 range."""
+    def per_token_ratio(self) -> np.ndarray:
+        """(m,) rho_V,i: the paper's volume ratio of each patch/token (``inf`` beyond float64)."""
         with np.errstate(over="ignore", under="ignore"):
-            return float(np.exp(self.log_ratio))
+            return np.exp(self.per_token_log_ratio)
 
     @property
-    def log10_ratio(self) -> float:
-        """log10 rho_V, the readable order of magnitude."""
-        return self.log_ratio / math.log(10.0)
+    def log_rho_v(self) -> float:
+        """log of :attr:`rho_v`, computed as a log-mean-exp (finite where rho_v overflows)."""
+        logs = self.per_token_log_ratio
+        top = float(np.max(logs))
+        if not math.isfinite(top):
+            return top
+        return top + math.log(float(np.mean(np.exp(logs - top))))
+
+    @property
+    def rho_v(self) -> float:
+        """The paper's rho_V for this input: the mean of the per-patch ratios over the explored patches."""
+        with np.errstate(over="ignore", under="ignore"):
+            return float(np.exp(self.log_rho_v))
+
+    @property
+    def geometric_mean(self) -> float:
+        """exp(mean_i log rho_V,i): the per-patch ratio of a typical patch, robust to one outlier."""
+        with np.errstate(over="ignore", under="ignore"):
+            return float(np.exp(np.mean(self.per_token_log_ratio)))
+
+    @property
+    def log_product_over_tokens(self) -> float:
+        """sum_i log rho_V,i: the log of the product of the per-patch ratios over all explored
+        patches (the ratio of the whole input's box volumes; not the paper's rho_V)."""
+        return float(np.sum(self.per_token_log_ratio))
+
+    @property
+    def log10_product_over_tokens(self) -> float:
+        """:attr:`log_product_over_tokens` in base 10, the readable order of magnitude."""
+        return self.log_product_over_tokens / math.log(10.0)
 
 
 def volume_ratio(
@@ -419,16 +448,16 @@ def volume_ratio(
     token_mask: npt.ArrayLike | None = None,
     variance: float = 0.9,
 ) -> VolumeRatio:
-    """rho_V = (prod Delta_SiMExp / prod Delta_SiMEC)^n, computed in log space.
+    """rho_V,i = (Delta_i^SiMExp / Delta_i^SiMEC)^n_i per explored token, computed in log space.
 
     ``points_simexp``: (T1, n, d), ``points_simec``: (T2, n, d), two runs from the same
     start; ``token_mask``: (n,) bool. Per token, one PCA is fitted on the pooled points
-    of both runs (so both are measured along the same n_i axes), and the token
-    contributes ``sum_j log(r_ij^SiMExp / r_ij^SiMEC)``: the log ratio of the two
+    of both runs (so both are measured along the same n_i axes), and the token's log
+    ratio is ``sum_j log(r_ij^SiMExp / r_ij^SiMEC)``: the log ratio of the two
     bounding-box volumes. How much more room leaving the class explores than staying in
-    it; the product over many tokens and components overflows float64 easily, hence logs.
-    A token where neither run moved contributes 0; one where only SiMEC has zero extent
-    contributes +inf.
+    it, patch by patch; :attr:`VolumeRatio.rho_v` averages it over the patches as the
+    paper does. A token where neither run moved has ratio 1; one where only SiMEC has
+    zero extent has ratio +inf.
     """
     xe, idx = _points(points_simexp, "points_simexp", token_mask)
     xc, _ = _points(points_simec, "points_simec", token_mask)
@@ -452,7 +481,16 @@ def volume_ratio(
         # both zero along a component: neither run moved there, ratio 1
         diff = np.where(np.isneginf(le) & np.isneginf(lc), 0.0, diff)
         per_token[i] = diff.sum()
-    return VolumeRatio(idx, n_comp, per_token, float(per_token.sum()))
+    return VolumeRatio(idx, n_comp, per_token)
+
+
+def mean_rho_v(ratios: list[VolumeRatio] | tuple[VolumeRatio, ...]) -> float:
+    """The paper's rho_V over several inputs: the mean of rho_V,i over every explored
+    patch of every input (patches pooled, so each patch weighs the same)."""
+    if not ratios:
+        raise ValueError("ratios: give at least one VolumeRatio")
+    logs = np.concatenate([r.per_token_log_ratio for r in ratios])
+    return VolumeRatio(np.arange(logs.size), np.zeros(logs.size, np.int64), logs).rho_v
 
 
 # ------------------------------------------------- embedding vs interpretation
@@ -670,9 +708,11 @@ def summarize(
         if points_simec is not None:
             rv = volume_ratio(points, points_simec, token_mask, variance)
             out["volume_ratio"] = {
-                "log_ratio": rv.log_ratio,
-                "log10_ratio": rv.log10_ratio,
-                "ratio": rv.ratio,
+                "rho_v": rv.rho_v,
+                "log10_rho_v": rv.log_rho_v / math.log(10.0),
+                "per_token_log10_ratio": rv.per_token_log_ratio / math.log(10.0),
+                "geometric_mean": rv.geometric_mean,
+                "log10_product_over_tokens": rv.log10_product_over_tokens,
                 "n_components": rv.n_components,
             }
     elif points_simec is not None:

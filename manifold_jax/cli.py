@@ -54,6 +54,9 @@ def _add_exploration_options(p: argparse.ArgumentParser) -> None:
                         "1st/2nd/3rd quartile of attribution), mask (the masked word, MLM) or positions 3,5,8")
     g.add_argument("--bounds", choices=("theoretical", "measured", "none"), default="theoretical",
                    help="feasible box the explored embeddings are clipped into (default theoretical)")
+    g.add_argument("--space", choices=("embeddings", "pixels"), default="embeddings",
+                   help="explore the input embeddings (the paper, default) or, for a ViT, the pixels: every "
+                        "point is then an image in [0, 1] and decoding is exact")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     g.add_argument("--save-every", type=int, default=10, help="keep every n-th point (default 10)")
     g.add_argument("--spectrum", choices=("gram", "svd", "dense", "matfree"), default="gram",
@@ -153,7 +156,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         steps=args.steps, eta=args.eta, select=args.select, bounds=args.bounds, seed=args.seed,
         save_every=args.save_every, spectrum=args.spectrum, threshold=args.threshold,
         step_rule=args.step_rule, output_metric=args.output_metric, chunk_size=args.chunk_size,
-        baseline=not args.no_baseline,
+        baseline=not args.no_baseline, space=args.space,
     )
 
 
@@ -199,7 +202,8 @@ def _demo(args: argparse.Namespace) -> None:
     # classifier a SiMExp step along a Euclidean-logit eigenvector often barely moves the
     # predicted distribution, while the Fisher metric ranks directions by how much they do.
     studies = {
-        "images": StudySpec(model="mnist-vit", inputs=DEMO_DIGITS, **common),
+        # pixel space: every explored point is an image the model classifies as the exploration says
+        "images": StudySpec(model="mnist-vit", inputs=DEMO_DIGITS, space="pixels", **common),
         "text": StudySpec(model="minilm-topics", inputs=_demo_texts(demo_sentences()), output_metric="fisher_rao", **common),
     }
     for name, spec in studies.items():

@@ -38,6 +38,8 @@ from manifold_jax.geometry import BLOCKS, METHODS
 from manifold_jax.interpret import Interpretation, interpret
 
 BOUNDS: tuple[str, ...] = ("theoretical", "measured", "none")
+SPACES: tuple[str, ...] = ("embeddings", "pixels")
+"""Where a study explores: the model's input embeddings (the paper) or, for a ViT, its pixels."""
 MEASURED_IMAGES = 1000
 """Training images the measured box of an image model is taken over."""
 
@@ -51,7 +53,9 @@ class StudySpec:
     model: an embedded name ("mnist-vit", "minilm-topics"), a local directory or a hub
     id. inputs: texts for a text model; "mnist:<index>" or image file paths for an image
     model. select: "all", "one", "q1", "q2", "q3" or explicit positions. bounds:
-    "theoretical", "measured" or "none". threshold: relative level (float) or "reference"
+    "theoretical", "measured" or "none" (in pixel space "theoretical" is the pixel range
+    [0, 1]). space: "embeddings" (the paper) or "pixels" (ViTs: x = the image's patches,
+    decoding exact, see ``ViT.pixel_space``). threshold: relative level (float) or "reference"
     (the authors' absolute 0.01). output_metric: "euclidean" (on the logits, the
     reference), "softmax" or "fisher_rao". The other fields are the engine's options.
     """
@@ -74,6 +78,7 @@ class StudySpec:
     chunk_size: int = 100
     baseline: bool = True
     labels: tuple[str, ...] = field(default=())
+    space: str = "embeddings"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -92,6 +97,8 @@ class StudySpec:
             raise ValueError(
                 f"select={self.select!r} is not supported; expected one of {', '.join(SELECTIONS)}, mask or positions"
             )
+        if self.space not in SPACES:
+            raise ValueError(f"space={self.space!r} is not supported; expected one of {', '.join(SPACES)}")
         if self.bounds not in BOUNDS:
             raise ValueError(f"bounds={self.bounds!r} is not supported; expected one of {', '.join(BOUNDS)}")
         if self.spectrum not in METHODS or self.blocks not in BLOCKS or self.step_rule not in STEP_RULES:
@@ -158,7 +165,12 @@ def load_model(spec: StudySpec) -> Any:
     """The model a study names (embedded name, local directory or hub id)."""
     from manifold_jax.models import load
 
-    return load(spec.model, task=spec.task)
+    model = load(spec.model, task=spec.task)
+    if spec.space == "pixels":
+        if not hasattr(model, "pixel_space"):
+            raise ValueError(f"space='pixels' needs a ViT; {spec.model} is a {model.modality} model")
+        model = model.pixel_space()
+    return model
 
 
 def load_inputs(model: Any, spec: StudySpec) -> tuple[np.ndarray | list[str], jax.Array, dict[str, jax.Array]]:

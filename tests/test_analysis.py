@@ -203,8 +203,38 @@ def test_volume_ratio_of_nested_boxes() -> None:
     rv = A.volume_ratio(large[:, None, :], small[:, None, :], variance=0.999)
     # pooled PCA keeps both axes; ratio of box areas = (10*4) / (2*1) = 20
     assert rv.n_components.tolist() == [2]
-    assert rv.ratio == pytest.approx(20.0, rel=1e-10)
-    assert rv.log_ratio == pytest.approx(math.log(20.0), rel=1e-10)
+    assert rv.rho_v == pytest.approx(20.0, rel=1e-10)
+    assert rv.per_token_log_ratio.tolist() == pytest.approx([math.log(20.0)], rel=1e-10)
+
+
+def test_rho_v_is_the_mean_of_per_patch_ratios_not_their_product() -> None:
+    """Three patches whose SiMExp boxes are 2 x 3, 4 x 2 and 10 x 5 times SiMEC's along the
+    same (randomly rotated) axes: per-patch ratios 6, 8 and 50 exactly (pooled PCA keeps both
+    axes at variance 0.999, and the extents of a regular grid are its sides). The paper's
+    rho_V is their mean, 64 / 3; the product over patches, 2400, is only kept under its own
+    name. Tolerance 1e-10 relative: the SVD and the extents are float64 on O(10) numbers."""
+    rng = np.random.default_rng(6)
+    d = 7
+    small_sides = ((2.0, 1.0), (3.0, 1.5), (1.0, 0.4))
+    factors = ((2.0, 3.0), (4.0, 2.0), (10.0, 5.0))
+    t = _box_grid((1.0, 1.0)).shape[0]
+    simec, simexp = np.empty((t, 3, d)), np.empty((t, 3, d))
+    for i, (sides, f) in enumerate(zip(small_sides, factors, strict=True)):
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        centre = rng.normal(size=d)
+        simec[:, i] = _box_grid(sides) @ q[:, :2].T + centre
+        simexp[:, i] = _box_grid((sides[0] * f[0], sides[1] * f[1])) @ q[:, :2].T + centre
+    rv = A.volume_ratio(simexp, simec, variance=0.999)
+    assert rv.n_components.tolist() == [2, 2, 2]
+    np.testing.assert_allclose(rv.per_token_ratio, [6.0, 8.0, 50.0], rtol=1e-10)
+    assert rv.rho_v == pytest.approx(64.0 / 3.0, rel=1e-10)
+    assert rv.geometric_mean == pytest.approx(2400.0 ** (1 / 3), rel=1e-10)
+    assert rv.log10_product_over_tokens == pytest.approx(math.log10(2400.0), rel=1e-10)
+    # over inputs the patches are pooled: a second input with only the first patch (ratio 6)
+    other = A.volume_ratio(simexp[:, :1], simec[:, :1], variance=0.999)
+    assert A.mean_rho_v([rv, other]) == pytest.approx((6 + 8 + 50 + 6) / 4, rel=1e-10)
+    # a token masked out does not count
+    assert A.volume_ratio(simexp, simec, [True, False, True], variance=0.999).rho_v == pytest.approx(28.0, rel=1e-10)
 
 
 def test_volume_ratio_in_log_space_survives_float64_overflow() -> None:
@@ -217,16 +247,18 @@ def test_volume_ratio_in_log_space_survives_float64_overflow() -> None:
     rv = A.volume_ratio(simexp, simec, variance=0.999999)
     assert np.all(rv.n_components == d)
     expected = n * d * 300 * math.log(10.0)
-    assert rv.log_ratio == pytest.approx(expected, rel=1e-9)
-    assert rv.log10_ratio == pytest.approx(n * d * 300, rel=1e-9)
-    assert rv.ratio == math.inf
+    assert rv.log_product_over_tokens == pytest.approx(expected, rel=1e-9)
+    assert rv.log10_product_over_tokens == pytest.approx(n * d * 300, rel=1e-9)
+    # every patch's own ratio is 1e1200, itself beyond float64: its log survives
+    assert rv.log_rho_v == pytest.approx(d * 300 * math.log(10.0), rel=1e-9)
+    assert rv.rho_v == math.inf
     # the naive product overflows (and the small one underflows) in float64
     with np.errstate(over="ignore", under="ignore"):
         naive_exp = np.prod(np.ptp(simexp, axis=0))
         naive_ec = np.prod(np.ptp(simec, axis=0))
     assert naive_exp == np.inf and naive_ec == 0.0
     # and the reverse direction is the exact negative
-    assert A.volume_ratio(simec, simexp, variance=0.999999).log_ratio == pytest.approx(-expected, rel=1e-9)
+    assert A.volume_ratio(simec, simexp, variance=0.999999).log_product_over_tokens == pytest.approx(-expected, rel=1e-9)
 
 
 def test_volume_ratio_checks_shapes() -> None:
@@ -325,7 +357,8 @@ def test_summarize_is_json_and_consistent() -> None:
     assert back["explored_volume"]["tokens"] == [1, 2]
     # scaling a run by 0.1 in every coordinate divides each box volume by 10^n_i
     nc = np.array(back["volume_ratio"]["n_components"])
-    assert back["volume_ratio"]["log10_ratio"] == pytest.approx(nc.sum(), rel=1e-9)
+    assert back["volume_ratio"]["log10_product_over_tokens"] == pytest.approx(nc.sum(), rel=1e-9)
+    assert back["volume_ratio"]["rho_v"] == pytest.approx(np.mean(10.0**nc), rel=1e-9)
     assert back["timing"]["seconds_per_iteration_per_token"] == pytest.approx(2.2 / (11 * 2))
     p, q = A.softmax(logits), A.softmax(itp)
     assert back["interpretation"]["wasserstein1_01_mean"] == pytest.approx(float(np.mean(A.total_variation(p, q))))

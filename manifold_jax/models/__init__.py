@@ -23,7 +23,7 @@ from .errors import (
 from .hf_vit import load_hf_vit
 from .loading import SUPPORTED_MODEL_TYPES, load
 from .sentence import EncoderNotFoundError, SentenceClassifier, load_sentence_classifier, minilm_path
-from .vit import CIFAR10_VIT, MNIST_VIT, ViT, ViTConfig, ViTModule, load_manifold_vit
+from .vit import CIFAR10_VIT, MNIST_VIT, PixelViT, ViT, ViTConfig, ViTModule, load_manifold_vit
 
 __all__ = [
     "CIFAR10_VIT",
@@ -41,6 +41,7 @@ __all__ = [
     "MissingHeadError",
     "MissingWeightsError",
     "ModelError",
+    "PixelViT",
     "SentenceClassifier",
     "ShapeMismatchError",
     "Task",

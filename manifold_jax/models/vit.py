@@ -329,6 +329,15 @@ class ViT:
             raise ValueError(f"unknown bounds kind {kind!r}; use 'theoretical' or 'measured'")
         return _theoretical_box_jit(self)
 
+    # ------------------------------------------------------------------ pixel space
+    def pixel_space(self) -> PixelViT:
+        """This ViT explored in pixel space: x = the image's patches (N, p*p*C) in [0, 1].
+
+        The normalisation and the patch embedding (with its bias, HF) become part of the
+        explored map, so every explored point is an image and decoding is exact
+        (DESIGN section 10). See :class:`PixelViT`."""
+        return PixelViT(self)
+
     # ------------------------------------------------------------------ save
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``config.json`` (model_type "manifold_vit") and ``model.safetensors`` for :func:`load`."""
@@ -369,6 +378,98 @@ def _theoretical_box_jit(model: ViT) -> tuple[jax.Array, jax.Array]:
 
 
 jax.tree_util.register_dataclass(ViT)
+
+
+# ---------------------------------------------------------------------- pixel space
+
+
+@dataclass(frozen=True, eq=False)
+class PixelViT:
+    """A :class:`ViT` split at its pixels instead of its embeddings (a pytree of the ViT's weights).
+
+    x = the image's p x p patches, each flattened as (p, p, C): shape (N, p*p*C) per item,
+    one metric block per patch, values in [0, 1]. ``head`` applies the normalisation
+    ``(pixel - mean) / std``, the patch embedding (``@ W (+ b)``), the CLS token and the
+    position embeddings, then the ViT: the same map as ``vit.head(vit.embed(image))``.
+    ``decode`` folds the patches back into images (no pseudo-inverse, no clipping: exact),
+    and ``bounds("theoretical")`` is the valid pixel range [0, 1]. With a box the engine
+    clips into, every saved point is an image the model classifies exactly as the
+    exploration says. Needs p*p*C > k for SiMEC's per-patch null space (the paper's 2x2
+    MNIST patches have 4 pixels for 10 classes: use ``blocks="joint"`` there).
+    """
+
+    vit: ViT
+
+    modality: ClassVar[str] = "image"
+    space: ClassVar[str] = "pixels"
+
+    @property
+    def config(self) -> ViTConfig:
+        return self.vit.config
+
+    @property
+    def task(self) -> Task:
+        return self.vit.task
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.vit.labels
+
+    @property
+    def dtype(self) -> Any:
+        return self.vit.dtype
+
+    def embed(self, inputs: Any) -> tuple[jax.Array, Context]:
+        """Images (B, H, W, C) (or (B, H, W), one channel) in [0, 1] -> x0 = patches (B, N, p*p*C)
+        and ctx {"token_mask": (B, N), True at every patch}."""
+        images = _as_images(inputs, self.config, self.dtype)
+        x0 = patchify(images, self.config.patch_size)
+        return x0, {"token_mask": jnp.ones(x0.shape[:2], bool)}
+
+    def embeddings(self, patches: jax.Array) -> jax.Array:
+        """Pixel patches (..., N, p*p*C) -> the ViT's embeddings (..., N+1, d): normalisation,
+        patch embedding, CLS and positions (the part of the map pixel space adds)."""
+        c = self.config
+        channel = np.arange(c.patch_dim) % c.num_channels  # patches are flattened (p, p, C)
+        mean = jnp.asarray(np.asarray(c.image_mean)[channel], patches.dtype)
+        std = jnp.asarray(np.asarray(c.image_std)[channel], patches.dtype)
+        return self.vit._apply((patches - mean) / std, method="embed")
+
+    def head(self, x: jax.Array, ctx: Context) -> jax.Array:
+        """ONE item's patches (N, p*p*C) -> logits (num_classes,) (or hidden (N+1, d)). Pure."""
+        return self.vit._apply(self.embeddings(x), method="forward")
+
+    def forward(self, x: jax.Array, ctx: Context | None = None) -> jax.Array:
+        """The full model on a batch of patches (B, N, p*p*C): logits (B, num_classes)."""
+        return self.vit._apply(self.embeddings(x), method="forward")
+
+    def __call__(self, inputs: Any) -> jax.Array:
+        """``forward(*embed(images))``: logits (B, num_classes)."""
+        return self.forward(self.embed(inputs)[0])
+
+    def decode(self, x: jax.Array, ctx: Context) -> np.ndarray:
+        """Patches (B, N, p*p*C) -> images (B, H, W, C): the inverse of ``embed``, exact."""
+        c = self.config
+        return np.asarray(unpatchify(jnp.asarray(x, self.dtype), c.image_size, c.patch_size, c.num_channels))
+
+    def bounds(self, kind: BoundsKind = "theoretical", data: Any = None) -> tuple[jax.Array, jax.Array]:
+        """Feasible box (lo, hi), each (N, p*p*C): "theoretical" is the pixel range [0, 1];
+        "measured" the element-wise min/max of the patches of ``data`` (images), per position."""
+        if kind == "measured":
+            if data is None:
+                raise ValueError("bounds('measured') needs data: the images to measure the box on")
+            return measured_box(self.embed(data)[0])
+        if kind != "theoretical":
+            raise ValueError(f"unknown bounds kind {kind!r}; use 'theoretical' or 'measured'")
+        shape = (self.config.num_patches, self.config.patch_dim)
+        return jnp.zeros(shape, self.dtype), jnp.ones(shape, self.dtype)
+
+    def pixel_space(self) -> PixelViT:
+        """Already in pixel space: itself."""
+        return self
+
+
+jax.tree_util.register_dataclass(PixelViT)
 
 
 # ------------------------------------------------------------------------------ loading
