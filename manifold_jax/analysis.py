@@ -81,6 +81,7 @@ __all__ = [
     "top_probability_correlation",
     "time_per_iteration_per_token",
     "summarize",
+    "json_ready",
 ]
 
 _PROB_ATOL = 1e-4
@@ -630,14 +631,14 @@ def time_per_iteration_per_token(total_seconds: float, iterations: int, tokens: 
 # ---------------------------------------------------------------- summary
 
 
-def _json(v: Any) -> Any:
+def json_ready(v: Any) -> Any:
     """numpy scalars/arrays to Python; non-finite floats to None (strict JSON)."""
     if isinstance(v, dict):
-        return {k: _json(x) for k, x in v.items()}
+        return {k: json_ready(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json(x) for x in v]
+        return [json_ready(x) for x in v]
     if isinstance(v, np.ndarray):
-        return _json(v.tolist())
+        return json_ready(v.tolist())
     if isinstance(v, (np.integer, bool, np.bool_)):
         return v.item() if isinstance(v, np.generic) else v
     if isinstance(v, (float, np.floating)):
@@ -751,4 +752,4 @@ def summarize(
             "tokens": n_tokens,
             "seconds_per_iteration_per_token": time_per_iteration_per_token(total_seconds, its, n_tokens),
         }
-    return _json(out)
+    return json_ready(out)

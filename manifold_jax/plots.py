@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,7 @@ def exploration_figure(
     """
     algorithms = list(logits)
     snaps = snapshot_indices(len(iterations))
-    image_rows = 1 if original_image is not None and decoded_images else 0
+    image_rows = 2 if original_image is not None and decoded_images else 0
     fig = plt.figure(figsize=(3.2 * max(len(snaps) + 1, 3), 3.0 * (2 + image_rows * len(algorithms)) + 0.5))
     grid = fig.add_gridspec(2 + image_rows * len(algorithms), max(len(snaps) + 1, 2))
     row = 0
@@ -72,12 +73,19 @@ def exploration_figure(
         for algorithm in algorithms:
             probs = _softmax(logits[algorithm])
             ax = fig.add_subplot(grid[row, 0])
-            _show_image(ax, original_image, f"original\n{labels[int(np.argmax(probs[0]))]}")
+            _show_image(ax, original_image, f"original\n{labels[int(np.argmax(probs[0]))]} ({probs[0].max():.2f})")
+            ax = fig.add_subplot(grid[row + 1, 0])
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"{algorithm}:\nimage - original\n(red brighter,\nblue darker)", ha="center",
+                    va="center", fontsize=9, transform=ax.transAxes)
             for col, s in enumerate(snaps, start=1):
                 ax = fig.add_subplot(grid[row, col])
                 top = int(np.argmax(probs[s]))
                 _show_image(ax, decoded_images[algorithm][s], f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})")
-            row += 1
+                diff_ax = fig.add_subplot(grid[row + 1, col])
+                shown = _show_difference(diff_ax, decoded_images[algorithm][s], original_image)
+            fig.colorbar(shown, ax=diff_ax, fraction=0.046, pad=0.04)
+            row += 2
     ax = fig.add_subplot(grid[row, :])
     projected = _project(points, select)
     for n_alg, algorithm in enumerate(algorithms):
@@ -118,6 +126,15 @@ def exploration_figure(
     plt.close(fig)
 
 
+def _show_difference(ax: Any, image: np.ndarray, original: np.ndarray) -> Any:
+    """Signed pixel difference image - original (channel mean), red where brighter, blue where darker."""
+    diff = (np.asarray(image, np.float64) - np.asarray(original, np.float64)).mean(axis=-1)
+    shown = ax.imshow(diff, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_title(f"max |change| {np.abs(diff).max():.2f}, {int((np.abs(diff) > 1e-3).sum())} px", fontsize=8)
+    ax.axis("off")
+    return shown
+
+
 def _show_image(ax: Any, image: np.ndarray, title: str) -> None:
     img = np.asarray(image)
     ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
@@ -141,14 +158,15 @@ def importance_figure(
     """
     imp = np.where(token_mask, importance, np.nan)
     if image is not None:
-        grid = int(round(np.sqrt(token_mask.sum())))
-        heat = imp[1:].reshape(grid, grid)
+        patches = np.flatnonzero(token_mask)  # every patch: all positions in pixel space, all but CLS otherwise
+        grid = int(round(np.sqrt(patches.size)))
+        heat = imp[patches].reshape(grid, grid)
         fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
         _show_image(axes[0], image, "input")
         scale = image.shape[0] / grid
         axes[1].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         shown = axes[1].imshow(heat, cmap="inferno", alpha=0.6, extent=(0, image.shape[1], image.shape[0], 0))
-        for r, c in np.argwhere(select[1:].reshape(grid, grid)):
+        for r, c in np.argwhere(np.asarray(select)[patches].reshape(grid, grid)):
             axes[1].add_patch(plt.Rectangle((c * scale, r * scale), scale, scale, fill=False, color="red", lw=0.8))
         axes[1].set_title("largest pullback eigenvalue per patch", fontsize=8)
         axes[1].axis("off")
@@ -175,4 +193,63 @@ def importance_figure(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def sentence_figure(
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    labels: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Sentences with their changed words highlighted and the class probabilities of each.
+
+    rows: dicts with ``caption`` (str, left of the sentence), ``words`` (a list of
+    (word, changed) pairs), ``probs`` ((k,) the model's own prediction on that sentence,
+    or None) and optionally ``note`` (str, right of the bar). Changed words are drawn on
+    yellow; the bar on the right splits [0, 1] into the class probabilities.
+    """
+    k = len(labels)
+    height = 0.5 * len(rows) + 1.2
+    longest = max((sum(len(w) + 2 for w, _ in r["words"]) for r in rows), default=10)
+    caption_w, text_w, bar_w, note_w = 2.7, 0.075 * longest + 0.3, 3.0, 1.7  # inches
+    total = caption_w + text_w + bar_w + note_w
+    fig = plt.figure(figsize=(total, height))
+    text_ax = fig.add_axes((0.0, 0.08, (caption_w + text_w) / total, 0.80))
+    bar_ax = fig.add_axes(((caption_w + text_w) / total, 0.08, bar_w / total, 0.80))
+    text_ax.set_xlim(0, 1)
+    text_ax.set_ylim(len(rows) - 0.5, -0.5)
+    text_ax.axis("off")
+    renderer = fig.canvas.get_renderer()
+    for r, row in enumerate(rows):
+        text_ax.text(0.0, r, row["caption"], fontsize=8, va="center", ha="left", color="0.3")
+        x = caption_w / (caption_w + text_w)
+        for word, changed in row["words"]:
+            t = text_ax.text(x, r, word, fontsize=9, va="center", ha="left",
+                             bbox=dict(facecolor="#ffe066", edgecolor="none", pad=1.0) if changed else None)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+                box = t.get_window_extent(renderer=renderer).transformed(text_ax.transData.inverted())
+            x = box.x1 + 0.008
+        probs = row.get("probs")
+        if probs is not None:
+            left = 0.0
+            for c in range(k):
+                bar_ax.barh(r, probs[c], left=left, color=_COLOURS[c % 10], height=0.6,
+                            label=labels[c] if r == 0 else None)
+                if probs[c] > 0.12:
+                    bar_ax.text(left + probs[c] / 2, r, f"{probs[c]:.2f}", ha="center", va="center", fontsize=7, color="white")
+                left += probs[c]
+        if row.get("note"):
+            bar_ax.text(1.01, r, row["note"], fontsize=7, va="center", ha="left", clip_on=False)
+    bar_ax.set_xlim(0, 1)
+    bar_ax.set_ylim(len(rows) - 0.5, -0.5)
+    bar_ax.set_yticks([])
+    bar_ax.set_xlabel("class probabilities (the model's own prediction on that sentence)", fontsize=7)
+    bar_ax.legend(fontsize=7, ncol=k, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    with warnings.catch_warnings():  # a decoded word piece in a script the font lacks is drawn as a box
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -2,13 +2,17 @@
 
 Writes ``metrics.json`` (every metric of DESIGN section 6 per input and algorithm, the
 gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a table of
-the paper's Table-1 metrics and, for text models, the decoded sentences with the
-changed tokens marked).
+the paper's Table-1 metrics; for image models the decoded images and what changed; for
+text models every decoded sentence with its own re-prediction beside a verified real
+sentence found by :mod:`manifold_jax.text_projection`, cached in
+``<algorithm>/projection.json``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,20 @@ HEADLINE = (
 )
 
 
-def _input_name(spec_input: str, index: int, limit: int = 60) -> str:
-    text = spec_input if len(spec_input) <= limit else spec_input[: limit - 3] + "..."
-    return f"{index}: {text}"
+def describe_input(source: str, index: int, limit: int = 60) -> str:
+    """A title for input ``index``: "input 0: MNIST image 3 (true label 0)", a file name, or the
+    text (shortened to ``limit`` characters)."""
+    if source.startswith("mnist:"):
+        from manifold_jax.data import mnist_images
+
+        try:
+            number = int(source.split(":", 1)[1])
+            label = int(mnist_images([number])[1][0])
+            return f"input {index}: MNIST image {number} (true label {label})"
+        except (ValueError, OSError):
+            pass
+    text = source if len(source) <= limit else source[: limit - 3] + "..."
+    return f"input {index}: {text}"
 
 
 def study_metrics(study: Study) -> dict[str, Any]:
@@ -66,10 +81,13 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             values = [e[kind].get(key) for e in per_input]
             values = [v for v in values if v is not None]
             row[key] = float(np.mean(values)) if values else float("nan")
-        ratios = [e[kind].get("volume_ratio", {}).get("log10_ratio") for e in per_input]
-        ratios = [r for r in ratios if r is not None]
-        if ratios:
-            row["log10_volume_ratio"] = float(np.mean(ratios))
+        if any("volume_ratio" in e[kind] for e in per_input):
+            row["rho_v"] = _pooled_rho_v([e[kind]["volume_ratio"] for e in per_input if "volume_ratio" in e[kind]])
+        agreement = [e[kind].get("interpretation", {}).get("prediction_agreement") for e in per_input]
+        if any(a is not None for a in agreement):
+            row["interpretation_agreement"] = float(np.mean([a for a in agreement if a is not None]))
+            row["wasserstein1_01_mean"] = float(np.mean([e[kind]["interpretation"]["wasserstein1_01_mean"]
+                                                         for e in per_input if "interpretation" in e[kind]]))
         final_same = [e[kind]["final_class"] == e[kind]["original_class"] for e in per_input]
         row["inputs_keeping_prediction"] = float(np.mean(final_same))
         row["inputs_changing_ranking"] = float(np.mean([e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]))
@@ -77,53 +95,152 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
+    """The paper's rho_V over inputs: the mean of the per-patch ratios of every input, pooled
+    (from their log10 values in metrics.json; None there is an infinite ratio)."""
+    logs = [math.inf if v is None else float(v) for r in ratios for v in r.get("per_token_log10_ratio", [])]
+    if not logs:
+        return float("nan")
+    top = max(logs)
+    if not math.isfinite(top):
+        return top if top > 0 else 0.0
+    return float(10.0 ** (top + math.log10(np.mean([10.0 ** (v - top) for v in logs]))))
+
+
 def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compute metrics, draw figures and write report.md for the study at ``path``."""
+    """Compute metrics, draw figures and write report.md for the study at ``path``.
+
+    For text models the decoded sentences at the snapshot iterations are projected onto
+    verified real sentences first (``<algorithm>/projection.json``, computed once)."""
     study = load_study(path)
     if not study.trajectories:
         raise ValueError(f"{path}: no finished exploration to report on (resume it first)")
     metrics = study_metrics(study)
     out = Path(path)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     model = load_model(study.spec) if study.inputs.get("raw") is None else None
-    sentences = _sentences(study, model) if model is not None else {}
+    projections = _cached_projections(study, model, echo) if model is not None else {}
+    for algorithm, per_input in projections.items():
+        for entry, record in zip(metrics["inputs"], per_input, strict=True):
+            entry[algorithm]["projection"] = projection_summary(record)
+    _write_atomic(out / "metrics.json", json.dumps(analysis.json_ready(metrics), indent=2, allow_nan=False))
     if figures:
-        _draw(study, model, out / "figures")
-    (out / "report.md").write_text(_markdown(study, metrics, sentences))
+        _draw(study, model, out / "figures", projections)
+    _write_atomic(out / "report.md", _markdown(study, metrics, projections))
     echo(f"report: {out / 'report.md'} ({len(study.spec.inputs)} inputs, {', '.join(study.trajectories)})")
     return metrics
 
 
-def _sentences(study: Study, model: Any) -> dict[str, list[list[tuple[int, str]]]]:
-    """Decoded sentences at a few iterations per algorithm and input, changed tokens marked."""
-    from manifold_jax.interpret import decoded_sentences
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- text projections
+
+
+def report_points(saved: int) -> list[int]:
+    """Saved-point indices the report shows and projects: the start and the figure's snapshots."""
     from manifold_jax.plots import snapshot_indices
 
+    return [0, *snapshot_indices(saved)]
+
+
+def study_projections(
+    study: Study, model: Any, algorithm: str, saved: list[int], config: Any = None
+) -> list[dict[str, Any]]:
+    """Decoded and verified real sentences at the saved points ``saved`` of every input of one
+    exploration (JSON-ready): per input a dict with ``points`` (one record per saved point,
+    goal "match": the class and probabilities of the explored embedding there) and, for
+    SiMExp, ``away`` (goal: any class but the original, from the last saved point)."""
+    from manifold_jax.text_projection import Goal, changed_words, project_points
+
+    traj = study.trajectories[algorithm]
     ctx = study.context
-    out: dict[str, list[list[tuple[int, str]]]] = {}
-    for algorithm, interp in study.interpretations.items():
-        iterations = study.trajectories[algorithm].iteration
-        rows = []
-        for b in range(len(study.spec.inputs)):
-            chosen = [0, *snapshot_indices(len(iterations))]
-            texts = decoded_sentences(
-                model, interp.inputs[b, chosen], np.repeat(ctx["input_ids"][b : b + 1], len(chosen), 0),
-                np.repeat(ctx["attention_mask"][b : b + 1], len(chosen), 0),
-            )
-            rows.append([(int(iterations[s]), t) for s, t in zip(chosen, texts, strict=True)])
-        out[algorithm] = rows
+    out = []
+    for b in range(len(study.spec.inputs)):
+        item = {k: v[b] for k, v in ctx.items()}
+        probs = analysis.softmax(traj.y[b])
+        goals = [Goal.match(probs[s]) for s in saved]
+        points = [traj.x[b, s] for s in saved]
+        if algorithm == "simexp":
+            goals.append(Goal.away_from(int(np.argmax(probs[0]))))
+            points.append(traj.x[b, -1])
+        found = project_points(model, np.stack(points), item, goals, config, positions=study.inputs["select"][b])
+
+        def record(res: Any, s: int) -> dict[str, Any]:
+            words = lambda ids: changed_words(model, ids, item["input_ids"], item["attention_mask"])  # noqa: E731
+            return {
+                "saved": int(s), "iteration": int(traj.iteration[s]), "goal": res.goal.kind,
+                "embedding_probs": probs[s].tolist(),
+                "decoded": {"text": _decoded_text(model, res.decoded_ids, item), "probs": res.decoded_probs.tolist(),
+                            "words": words(res.decoded_ids)},
+                "verified": {"found": res.found, "text": res.text, "probs": res.probs.tolist(), "words": words(res.ids),
+                             "changes": len(res.changes), "sentences_tried": res.verified},
+            }
+
+        entry: dict[str, Any] = {"points": [record(r, s) for r, s in zip(found, saved, strict=False)]}
+        if algorithm == "simexp":
+            entry["away"] = record(found[-1], len(traj.iteration) - 1)
+        out.append(entry)
     return out
 
 
-def _draw(study: Study, model: Any, folder: Path) -> None:
-    from manifold_jax.plots import exploration_figure, importance_figure
+def _decoded_text(model: Any, ids: np.ndarray, item: dict[str, Any]) -> str:
+    keep = np.asarray(item["attention_mask"]).astype(bool)
+    return model.detokenize(np.asarray(ids)[keep][None])[0]
+
+
+def projection_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """Agreement of decoded and verified sentences with the embedding's prediction over the
+    projected points of one input, their mean Wasserstein-1 distances (0/1 ground distance)
+    to the embedding's probabilities, and the largest probability change of a verified
+    sentence from the start (SiMEC's "scored like x0")."""
+    points = record["points"]
+    emb = np.array([p["embedding_probs"] for p in points])
+    dec = np.array([p["decoded"]["probs"] for p in points])
+    found = np.array([p["verified"]["found"] for p in points])
+    ver = np.array([p["verified"]["probs"] if p["verified"]["found"] else p["decoded"]["probs"] for p in points])
+    out = {
+        "points": len(points),
+        "decoded_agreement": float(np.mean(np.argmax(dec, 1) == np.argmax(emb, 1))),
+        "verified_agreement": float(np.mean(found & (np.argmax(ver, 1) == np.argmax(emb, 1)))),
+        "decoded_wasserstein1_01_mean": float(np.mean(analysis.total_variation(dec, emb))),
+        "verified_wasserstein1_01_mean": float(np.mean(analysis.total_variation(ver, emb))),
+        "largest_probability_change_from_start": float(np.abs(ver[found] - emb[0]).max()) if found.any() else None,
+    }
+    if "away" in record:
+        away = record["away"]["verified"]
+        out["away"] = {"found": away["found"], "class": int(np.argmax(away["probs"])) if away["found"] else None,
+                       "probs": away["probs"] if away["found"] else None, "text": away["text"] if away["found"] else None}
+    return out
+
+
+def _cached_projections(study: Study, model: Any, echo: Callable[[str], None]) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for algorithm, traj in study.trajectories.items():
+        cache = study.path / algorithm / "projection.json"
+        saved = report_points(len(traj.iteration))
+        if cache.exists():
+            data = json.loads(cache.read_text())
+            if data.get("saved") == saved:
+                out[algorithm] = data["inputs"]
+                continue
+        echo(f"{algorithm}: verified real sentences at {len(saved)} saved points per input")
+        out[algorithm] = study_projections(study, model, algorithm, saved)
+        _write_atomic(cache, json.dumps({"saved": saved, "inputs": out[algorithm]}, indent=1))
+    return out
+
+
+def _draw(study: Study, model: Any, folder: Path, projections: dict[str, list[dict[str, Any]]]) -> None:
+    from manifold_jax.plots import exploration_figure, importance_figure, sentence_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     ctx = study.context
     labels = study.spec.labels or tuple(str(i) for i in range(study.trajectories[next(iter(study.trajectories))].y.shape[-1]))
     raw = study.inputs.get("raw")
     for b, source in enumerate(study.spec.inputs):
-        name = _input_name(source, b)
+        name = describe_input(source, b)
         iterations = next(iter(study.trajectories.values())).iteration
         exploration_figure(
             folder / f"input{b:02d}_exploration.png",
@@ -142,6 +259,35 @@ def _draw(study: Study, model: Any, folder: Path) -> None:
             token_mask=ctx["token_mask"][b], select=study.inputs["select"][b],
             image=None if raw is None else raw[b], tokens=tokens,
         )
+        if projections:
+            sentence_figure(folder / f"input{b:02d}_sentences.png", title=f"{name}: verified real sentences",
+                            labels=labels, rows=_sentence_rows(projections, b, labels))
+
+
+def _sentence_rows(projections: dict[str, list[dict[str, Any]]], b: int, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of the sentence figure of input b: the original, then per algorithm and snapshot the
+    verified sentence (or the decoded one, labelled unverified, when none was found)."""
+    first = next(iter(projections.values()))[b]["points"][0]
+    rows = [{"caption": "original", "words": [(w, False) for w, _ in first["decoded"]["words"]],
+             "probs": first["decoded"]["probs"]}]
+    for algorithm, per_input in projections.items():
+        entry = per_input[b]
+        for p in [*entry["points"][1:], *([entry["away"]] if "away" in entry else [])]:
+            v = p["verified"]
+            label = f"{algorithm} t={p['iteration']}" + (" (other class)" if p["goal"] == "away" else "")
+            emb = p["embedding_probs"]
+            note = f"embedding: {_top(emb, labels)}" if p["goal"] == "match" else ""
+            if v["found"]:
+                rows.append({"caption": label, "words": v["words"], "probs": v["probs"], "note": note})
+            else:
+                rows.append({"caption": f"{label}: decoded, none verified", "words": p["decoded"]["words"],
+                             "probs": p["decoded"]["probs"], "note": note})
+    return rows
+
+
+def _top(probs: list[float], labels: tuple[str, ...] = ()) -> str:
+    c = int(np.argmax(probs))
+    return f"{labels[c] if labels else c} {probs[c]:.2f}"
 
 
 def _fmt(value: Any) -> str:
@@ -159,45 +305,102 @@ def _percent(fraction: Any) -> str:
     return f"{100 * float(fraction):.0f} %"
 
 
-def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[list[tuple[int, str]]]]) -> str:
+def _marked(words: list[list[Any]]) -> str:
+    """Words as text, changed ones in bold."""
+    return " ".join(f"**{w}**" if changed else str(w) for w, changed in words)
+
+
+def _probs(probs: list[float], labels: tuple[str, ...]) -> str:
+    order = np.argsort(probs)[::-1]
+    return ", ".join(f"{labels[c] if labels else c} {probs[c]:.2f}" for c in order)
+
+
+def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list[dict[str, Any]]]) -> str:
     spec = study.spec
     lines = [
         f"# Study: {spec.model}",
         "",
         f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {spec.eta}; select = {spec.select}; "
-        f"bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; "
+        f"space = {spec.space}; bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; "
         f"output metric = {spec.output_metric}; seed = {spec.seed}.",
         "",
         "## Means over inputs",
         "",
-        "| run | prediction changes | class-ranking changes | mean Spearman | log10 volume ratio | inputs keeping their prediction | inputs changing a ranking |",
-        "|---|---|---|---|---|---|---|",
+        "rho_V: the paper's explored-volume ratio SiMExp / SiMEC, per patch or token, averaged over the explored "
+        "patches of every input. Interpretation: the decoded input's own prediction against the embedding's, at "
+        "every saved point (arg-max agreement, and Wasserstein-1 with the 0/1 ground distance).",
+        "",
+        "| run | prediction changes | class-ranking changes | mean Spearman | rho_V | inputs keeping their prediction | "
+        "inputs changing a ranking | interpretation agreement | interpretation W1 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, row in metrics["means"].items():
         lines.append(
             f"| {kind} | {_fmt(row['prediction_changes'])} | {_fmt(row['ranking_inversions_total'])} | "
-            f"{_fmt(row['ranking_spearman_mean'])} | {_fmt(row.get('log10_volume_ratio'))} | "
-            f"{_fmt(row['inputs_keeping_prediction'])} | {_fmt(row['inputs_changing_ranking'])} |"
+            f"{_fmt(row['ranking_spearman_mean'])} | {_fmt(row.get('rho_v'))} | "
+            f"{_fmt(row['inputs_keeping_prediction'])} | {_fmt(row['inputs_changing_ranking'])} | "
+            f"{_percent(row.get('interpretation_agreement'))} | {_fmt(row.get('wasserstein1_01_mean'))} |"
         )
     lines += ["", "## Per input", ""]
     labels = spec.labels
+    name = lambda c: labels[c] if labels else str(c)  # noqa: E731
     for b, entry in enumerate(metrics["inputs"]):
-        lines.append(f"### {_input_name(entry['input'], b, 120)}")
+        lines.append(f"### {describe_input(entry['input'], b, 120)}")
         lines.append("")
         for algorithm in study.trajectories:
             m = entry[algorithm]
-            name = (lambda c: labels[c] if labels else str(c))
             interp = m.get("interpretation", {})
             lines.append(
                 f"- **{algorithm}**: class {name(m['original_class'])} -> {name(m['final_class'])}; "
                 f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
-                f"interpretation agrees with the embedding's prediction at "
+                f"the decoded input agrees with the embedding's prediction at "
                 f"{_percent(interp.get('prediction_agreement'))} of the saved points"
             )
-            for iteration, text in sentences.get(algorithm, [[]] * (b + 1))[b]:
-                lines.append(f"    - t={iteration}: {text}")
+            if algorithm in projections:
+                lines += _projection_lines(projections[algorithm][b], m["projection"], labels)
         lines.append("")
     timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
     lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {len(spec.inputs)})" for a, s in timing.items()), ""]
-    lines += ["Changed tokens are marked *like this*. Figures: `figures/`.", ""]
+    if projections:
+        lines += [
+            "Sentences: *decoded* is the nearest-token decoding of the explored embedding (Algorithm 3) with the "
+            "model's own prediction on it; *verified* is a real sentence found near it by a metric-guided beam "
+            "search over word substitutions (`manifold_jax.text_projection`), re-tokenised and re-predicted: the "
+            "probabilities shown are that prediction. Words that differ from the original are in **bold**. "
+            "Figures: `figures/` (`*_sentences.png` highlights the changed words).",
+            "",
+        ]
+    else:
+        lines += ["Figures: `figures/` (the exploration figures show each decoded image and its signed difference "
+                  "from the original).", ""]
     return "\n".join(lines)
+
+
+def _projection_lines(record: dict[str, Any], summary: dict[str, Any], labels: tuple[str, ...]) -> list[str]:
+    out = [
+        f"  - at the {summary['points']} points below the decoded sentence agrees with the embedding's class at "
+        f"{_percent(summary['decoded_agreement'])}, the verified sentence at {_percent(summary['verified_agreement'])} "
+        f"(mean W1 to the embedding's probabilities {_fmt(summary['decoded_wasserstein1_01_mean'])} -> "
+        f"{_fmt(summary['verified_wasserstein1_01_mean'])})"
+        + (f"; largest probability change of a verified sentence from the start "
+           f"{_fmt(summary['largest_probability_change_from_start'])}" if "away" not in record else ""),
+    ]
+    for p in record["points"]:
+        v, d = p["verified"], p["decoded"]
+        out.append(f"  - t={p['iteration']}: embedding {_probs(p['embedding_probs'], labels)}")
+        out.append(f"    - decoded: {_marked(d['words'])} ({_probs(d['probs'], labels)})")
+        if v["found"]:
+            same = v["words"] == d["words"]
+            out.append(f"    - verified: {'the decoded sentence' if same else _marked(v['words'])} "
+                       f"({_probs(v['probs'], labels)}; {v['changes']} substitution(s))")
+        else:
+            out.append(f"    - verified: none found within the search ({v['sentences_tried']} sentences tried)")
+    if "away" in record:
+        v = record["away"]["verified"]
+        if v["found"]:
+            out.append(f"  - a real sentence in another class, from the last point: {_marked(v['words'])} "
+                       f"({_probs(v['probs'], labels)})")
+        else:
+            out.append(f"  - no real sentence in another class was verified near the last point "
+                       f"({v['sentences_tried']} sentences tried)")
+    return out

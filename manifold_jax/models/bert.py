@@ -449,6 +449,17 @@ class Bert:
         allowed[self.config.pad_token_id] = False
         return jnp.asarray(allowed)
 
+    def vocabulary_mask(self, vocabulary: str = "words") -> jax.Array:
+        """Boolean (V,) mask of the real word pieces: "words" drops the special tokens, the
+        ``[unused*]`` entries and padding (what the nearest-token decoder may return); "all" keeps all."""
+        return self._allowed(vocabulary)
+
+    def token_embeddings(self, vocab_ids: jax.Array, n: int) -> jax.Array:
+        """Embedding-module outputs (T, C, n, d) of the tokens ``vocab_ids`` (C,) at every position
+        0..n-1 under every token type: entry [t, c, i] = LayerNorm(W[v_c] + T[t] + P[i]), exactly what
+        ``embed`` gives token v_c at position i with type t. Pure (usable under jit)."""
+        return self._apply(vocab_ids, n, method="candidates")
+
     def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
         """Token ids (B, n) back to B strings through the tokenizer."""
         self._need_tokenizer()

@@ -187,6 +187,14 @@ class SentenceClassifier:
         MiniLM has no MLM head, so "auto" is the nearest-neighbour decoder unless ``mlm`` is given)."""
         return self.encoder.decode(x, ctx, method=method, mlm=mlm)
 
+    def vocabulary_mask(self, vocabulary: str = "words") -> jax.Array:
+        """The encoder's (V,) mask of real word pieces (see :meth:`Bert.vocabulary_mask`)."""
+        return self.encoder.vocabulary_mask(vocabulary)
+
+    def token_embeddings(self, vocab_ids: jax.Array, n: int) -> jax.Array:
+        """The encoder's embedding-module outputs (T, C, n, d) of tokens (see :meth:`Bert.token_embeddings`)."""
+        return self.encoder.token_embeddings(vocab_ids, n)
+
     def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
         """Token ids (B, n) back to B strings."""
         return self.encoder.detokenize(ids, skip_special_tokens)
