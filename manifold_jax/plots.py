@@ -121,7 +121,7 @@ def exploration_figure(
         if probs.shape[1] <= 10:
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -82,7 +82,7 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             values = [v for v in values if v is not None]
             row[key] = float(np.mean(values)) if values else float("nan")
         if any("volume_ratio" in e[kind] for e in per_input):
-            row["rho_v"] = _pooled_rho_v([e[kind]["volume_ratio"] for e in per_input if "volume_ratio" in e[kind]])
+            row["rho_v"] = pooled_rho_v([e[kind]["volume_ratio"] for e in per_input if "volume_ratio" in e[kind]])
         agreement = [e[kind].get("interpretation", {}).get("prediction_agreement") for e in per_input]
         if any(a is not None for a in agreement):
             row["interpretation_agreement"] = float(np.mean([a for a in agreement if a is not None]))
@@ -95,7 +95,7 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
+def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
     """The paper's rho_V over inputs: the mean of the per-patch ratios of every input, pooled
     (from their log10 values in metrics.json; None there is an infinite ratio)."""
     logs = [math.inf if v is None else float(v) for r in ratios for v in r.get("per_token_log10_ratio", [])]
