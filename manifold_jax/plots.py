@@ -239,7 +239,8 @@ def sentence_figure(
                 bar_ax.barh(r, probs[c], left=left, color=_COLOURS[c % 10], height=0.6,
                             label=labels[c] if r == 0 else None)
                 if probs[c] > 0.12:
-                    bar_ax.text(left + probs[c] / 2, r, f"{probs[c]:.2f}", ha="center", va="center", fontsize=7, color="white")
+                    bar_ax.text(left + probs[c] / 2, r, f"{probs[c]:.2f}", ha="center", va="center", fontsize=7,
+                                color="white")
                 left += probs[c]
         if row.get("note"):
             bar_ax.text(1.01, r, row["note"], fontsize=7, va="center", ha="left", clip_on=False)

@@ -153,7 +153,7 @@ def study_projections(
     exploration (JSON-ready): per input a dict with ``points`` (one record per saved point,
     goal "match": the class and probabilities of the explored embedding there) and, for
     SiMExp, ``away`` (goal: any class but the original, from the last saved point)."""
-    from manifold_jax.text_projection import Goal, changed_words, project_points
+    from manifold_jax.text_projection import Goal, project_points
 
     traj = study.trajectories[algorithm]
     ctx = study.context
@@ -168,22 +168,30 @@ def study_projections(
             points.append(traj.x[b, -1])
         found = project_points(model, np.stack(points), item, goals, config, positions=study.inputs["select"][b])
 
-        def record(res: Any, s: int) -> dict[str, Any]:
-            words = lambda ids: changed_words(model, ids, item["input_ids"], item["attention_mask"])  # noqa: E731
-            return {
-                "saved": int(s), "iteration": int(traj.iteration[s]), "goal": res.goal.kind,
-                "embedding_probs": probs[s].tolist(),
-                "decoded": {"text": _decoded_text(model, res.decoded_ids, item), "probs": res.decoded_probs.tolist(),
-                            "words": words(res.decoded_ids)},
-                "verified": {"found": res.found, "text": res.text, "probs": res.probs.tolist(), "words": words(res.ids),
-                             "changes": len(res.changes), "sentences_tried": res.verified},
-            }
-
-        entry: dict[str, Any] = {"points": [record(r, s) for r, s in zip(found, saved, strict=False)]}
+        entry: dict[str, Any] = {
+            "points": [_record(model, r, s, traj, probs, item) for r, s in zip(found, saved, strict=False)]
+        }
         if algorithm == "simexp":
-            entry["away"] = record(found[-1], len(traj.iteration) - 1)
+            entry["away"] = _record(model, found[-1], len(traj.iteration) - 1, traj, probs, item)
         out.append(entry)
     return out
+
+
+def _record(model: Any, res: Any, s: int, traj: Any, probs: np.ndarray, item: dict[str, Any]) -> dict[str, Any]:
+    """One projected point as JSON: the embedding's probabilities, the decoded and the verified sentence."""
+    from manifold_jax.text_projection import changed_words
+
+    def words(ids: np.ndarray) -> list[tuple[str, bool]]:
+        return changed_words(model, ids, item["input_ids"], item["attention_mask"])
+
+    return {
+        "saved": int(s), "iteration": int(traj.iteration[s]), "goal": res.goal.kind,
+        "embedding_probs": probs[s].tolist(),
+        "decoded": {"text": _decoded_text(model, res.decoded_ids, item), "probs": res.decoded_probs.tolist(),
+                    "words": words(res.decoded_ids)},
+        "verified": {"found": res.found, "text": res.text, "probs": res.probs.tolist(), "words": words(res.ids),
+                     "changes": len(res.changes), "sentences_tried": res.verified},
+    }
 
 
 def _decoded_text(model: Any, ids: np.ndarray, item: dict[str, Any]) -> str:
@@ -211,8 +219,9 @@ def projection_summary(record: dict[str, Any]) -> dict[str, Any]:
     }
     if "away" in record:
         away = record["away"]["verified"]
-        out["away"] = {"found": away["found"], "class": int(np.argmax(away["probs"])) if away["found"] else None,
-                       "probs": away["probs"] if away["found"] else None, "text": away["text"] if away["found"] else None}
+        found_away = away["found"]
+        out["away"] = {"found": found_away, "class": int(np.argmax(away["probs"])) if found_away else None,
+                       "probs": away["probs"] if found_away else None, "text": away["text"] if found_away else None}
     return out
 
 
@@ -264,7 +273,9 @@ def _draw(study: Study, model: Any, folder: Path, projections: dict[str, list[di
                             labels=labels, rows=_sentence_rows(projections, b, labels))
 
 
-def _sentence_rows(projections: dict[str, list[dict[str, Any]]], b: int, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+def _sentence_rows(
+    projections: dict[str, list[dict[str, Any]]], b: int, labels: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """Rows of the sentence figure of input b: the original, then per algorithm and snapshot the
     verified sentence (or the decoded one, labelled unverified, when none was found)."""
     first = next(iter(projections.values()))[b]["points"][0]
@@ -330,8 +341,8 @@ def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list
         "patches of every input. Interpretation: the decoded input's own prediction against the embedding's, at "
         "every saved point (arg-max agreement, and Wasserstein-1 with the 0/1 ground distance).",
         "",
-        "| run | prediction changes | class-ranking changes | mean Spearman | rho_V | inputs keeping their prediction | "
-        "inputs changing a ranking | interpretation agreement | interpretation W1 |",
+        "| run | prediction changes | class-ranking changes | mean Spearman | rho_V | inputs keeping their "
+        "prediction | inputs changing a ranking | interpretation agreement | interpretation W1 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, row in metrics["means"].items():

@@ -270,8 +270,9 @@ def verify_ids(model: Any, ids: np.ndarray, ctx: Context, batch: int | None = No
     out = []
     for start in range(0, padded.shape[0], size):
         part = padded[start : start + size]
-        tile = lambda key: np.repeat(np.asarray(one[key])[None], part.shape[0], 0)  # noqa: E731
-        x, c = model.embed_ids(part, tile("token_type_ids"), tile("attention_mask"), tile("token_mask"))
+        types, att, explorable = (np.repeat(np.asarray(one[k])[None], part.shape[0], 0)
+                                  for k in ("token_type_ids", "attention_mask", "token_mask"))
+        x, c = model.embed_ids(part, types, att, explorable)
         c = {**c, **_frozen(one, part.shape[0])}
         out.append(predict(model, x, c))
     return np.concatenate(out)[:b]

@@ -26,4 +26,12 @@ def test_demo_keeps_predictions_with_simec_and_changes_rankings_with_simexp(tmp_
         changed = [e["simexp"]["ranking_inversions_total"] > 0 for e in inputs]
         assert sum(changed) >= 2, (study, changed)
         assert (tmp_path / study / "report.md").is_file()
-        assert len(list((tmp_path / study / "figures").glob("*.png"))) == 6
+        # images: exploration and importance figures; text: also the verified sentences
+        assert len(list((tmp_path / study / "figures").glob("*.png"))) == (6 if study == "images" else 9)
+    # the digits are explored in pixel space: every decoded image re-predicts as explored
+    images = json.loads((tmp_path / "images" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "images" / "spec.json").read_text())["space"] == "pixels"
+    assert all(e[a]["interpretation"]["prediction_agreement"] == 1.0 for e in images["inputs"] for a in ("simec", "simexp"))
+    text = json.loads((tmp_path / "text" / "metrics.json").read_text())
+    assert all("verified_agreement" in e["simexp"]["projection"] for e in text["inputs"])
+    assert "verified:" in (tmp_path / "text" / "report.md").read_text()

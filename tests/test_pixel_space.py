@@ -112,7 +112,8 @@ def test_explorations_stay_images_the_model_classifies_as_explored(hf_vit: Any) 
         at_bound += int(np.sum((traj.x[:, 1:] == 0.0) | (traj.x[:, 1:] == 1.0)))
         found = interpret(model, traj.x, ctx)
         assert found.inputs.shape == (2, 5, 8, 8, 3)
-        np.testing.assert_array_equal(found.inputs, model.decode(traj.x.reshape(-1, *x0.shape[1:]), ctx).reshape(found.inputs.shape))
+        decoded = model.decode(traj.x.reshape(-1, *x0.shape[1:]), ctx).reshape(found.inputs.shape)
+        np.testing.assert_array_equal(found.inputs, decoded)
         np.testing.assert_allclose(found.logits, traj.y, rtol=0, atol=rounding_tol(traj.y, ulps=64))
         np.testing.assert_array_equal(np.argmax(found.logits, -1), np.argmax(traj.y, -1))
         distance = analysis.wasserstein1_01(analysis.softmax(found.logits), analysis.softmax(traj.y))
@@ -147,7 +148,8 @@ def test_study_in_pixel_space_from_the_cli(hf_vit: Any, tmp_path: Path, capsys: 
     assert (out / "figures" / "input00_exploration.png").is_file()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["explore", "--model", "minilm-topics", "--text", "A goal.", "--space", "pixels", "--out", str(tmp_path / "t")])
+        main(["explore", "--model", "minilm-topics", "--text", "A goal.", "--space", "pixels",
+              "--out", str(tmp_path / "t")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "space='pixels' needs a ViT" in err[0]

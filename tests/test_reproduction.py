@@ -13,22 +13,30 @@ import pytest
 from benchmarks import reproduce_paper
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ("simec", "baseline_simec", "simexp", "baseline_simexp")
+
+
+def _section(text: str, heading: str) -> list[str]:
+    """The lines of the section under ``heading``, up to the next heading."""
+    return text.split(heading, 1)[1].split("\n## ", 1)[0].splitlines()
 
 
 @pytest.mark.slow
-def test_a_tiny_run_writes_one_row_per_run(tmp_path: Path) -> None:
+def test_a_tiny_run_writes_the_side_by_side_tables(tmp_path: Path) -> None:
+    """Three steps on two digits, all patches, eta 1 only: SiMEC and SiMExp in embedding space."""
     table = tmp_path / "REPRODUCTION.md"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "reproduce_paper.py"), "--out", str(tmp_path / "runs"),
-           "--steps", "3", "--inputs", "2", "--etas", "1", "--data", "images", "--table", str(table)]
+           "--steps", "3", "--inputs", "2", "--etas", "1", "--selects", "all", "--data", "images", "--no-pixels",
+           "--table", str(table)]
     done = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     text = table.read_text()
-    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| images")]
-    assert [r[3].strip() for r in rows] == list(RUNS)
-    simec = rows[0]  # three steps inside the equivalence class: no prediction changes, all inputs keep theirs
-    assert float(simec[4]) == 0 and float(simec[7]) == 1, simec
-    assert "## What differs from the paper's setting" in text
+    s1 = [line.split("|")[1:-1] for line in _section(text, "## Supplement Table 1") if line.startswith("| MNIST")]
+    assert [(r[1].strip(), r[3].strip()) for r in s1] == [("simec", "all"), ("simexp", "all")]
+    simec = s1[0]  # three steps inside the equivalence class: no prediction change; the paper's figure beside it
+    assert simec[4].strip() == "0.000" and simec[5].strip() == "0.000 (0.000)", simec
+    t6 = [line for line in _section(text, "## Supplement Table 6") if line.startswith("| MNIST")]
+    assert len(t6) == 1 and "99.287" in t6[0] and float(t6[0].split("|")[4]) > 0
+    assert "## What differs from the paper's setting" in text and "not run" in text  # eta 10 was skipped
 
 
 def test_a_rerun_keeps_the_hand_written_reading(tmp_path: Path) -> None:
