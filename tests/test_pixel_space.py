@@ -100,10 +100,11 @@ def test_explorations_stay_images_the_model_classifies_as_explored(hf_vit: Any) 
     _, vit, _ = hf_vit
     model = vit.pixel_space()
     x0, ctx = model.embed(_images(vit, 2, seed=4))
-    options = dict(args=(ctx,), select=ctx["token_mask"], bounds=model.bounds(), steps=40, save_every=10)
+    # one eta for both: SiMEC and SiMExp then share one compiled program
+    options = dict(args=(ctx,), select=ctx["token_mask"], bounds=model.bounds(), steps=40, save_every=10, eta=300.0)
     runs = {
-        "simec": mj.simec(model.head, x0, key=jax.random.PRNGKey(0), eta=10.0, **options),
-        "simexp": mj.simexp(model.head, x0, key=jax.random.PRNGKey(1), eta=300.0, **options),
+        "simec": mj.simec(model.head, x0, key=jax.random.PRNGKey(0), **options),
+        "simexp": mj.simexp(model.head, x0, key=jax.random.PRNGKey(1), **options),
     }
     at_bound = 0
     for name, traj in runs.items():
