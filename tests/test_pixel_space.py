@@ -133,20 +133,19 @@ def test_study_in_pixel_space_from_the_cli(hf_vit: Any, tmp_path: Path, capsys: 
         paths.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray((image * 255).round().astype(np.uint8)).save(paths[-1])
     out = tmp_path / "study"
-    main(["explore", "--model", directory, "--image", *paths, "--space", "pixels", "--steps", "20", "--save-every", "5",
-          "--chunk-size", "10", "--eta", "50", "--no-baseline", "--quiet", "--out", str(out)])
+    # the demo test covers a whole pixel-space study with its report; here the CLI option and the files
+    main(["explore", "--model", directory, "--image", *paths, "--space", "pixels", "--algorithm", "simexp",
+          "--steps", "10", "--save-every", "5", "--eta", "50", "--no-baseline", "--no-report", "--quiet",
+          "--out", str(out)])
     spec = json.loads((out / "spec.json").read_text())
     assert spec["space"] == "pixels"
     from manifold_jax.runs import load_study
 
     study = load_study(out)
-    for algorithm, traj in study.trajectories.items():
-        assert traj.x.shape == (2, 5, 16, 12) and traj.x.min() >= 0 and traj.x.max() <= 1
-        interp = study.interpretations[algorithm]
-        np.testing.assert_array_equal(np.argmax(interp.logits, -1), np.argmax(traj.y, -1))
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["inputs"][0]["simexp"]["interpretation"]["prediction_agreement"] == 1.0
-    assert (out / "figures" / "input00_exploration.png").is_file()
+    traj, interp = study.trajectories["simexp"], study.interpretations["simexp"]
+    assert traj.x.shape == (2, 3, 16, 12) and traj.x.min() >= 0 and traj.x.max() <= 1
+    np.testing.assert_array_equal(interp.inputs[:, 0], study.inputs["raw"])
+    np.testing.assert_array_equal(np.argmax(interp.logits, -1), np.argmax(traj.y, -1))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["explore", "--model", "minilm-topics", "--text", "A goal.", "--space", "pixels",
