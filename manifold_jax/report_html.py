@@ -15,9 +15,12 @@ points (the first and the last included), and the page says so.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import html
 import json
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -74,8 +77,6 @@ def png_bytes(pixels: np.ndarray, palette: np.ndarray | None = None) -> bytes:
 
 def data_uri(png: bytes) -> str:
     """``data:image/png;base64,...`` for PNG bytes."""
-    import base64
-
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -222,6 +223,21 @@ def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.n
     return decoded, note
 
 
+def image_frames(decoded: np.ndarray, original: np.ndarray) -> dict[str, Any]:
+    """Decoded images (F, H, W, C) as PNG data URIs, and their signed differences to the original (H, W, C) on
+    one colour scale for the run: +-scale, scale the largest channel-mean |difference| over the frames."""
+    difference = decoded.astype(np.float64) - original[None].astype(np.float64)
+    change = np.abs(difference.mean(axis=-1)).reshape(len(decoded), -1).max(axis=1)
+    scale = float(change.max()) if change.max() > 0 else 1.0
+    palette = difference_palette()
+    return {
+        "images": [data_uri(png_bytes(image_levels(image))) for image in decoded],
+        "differences": [data_uri(png_bytes(difference_indices(d, scale), palette)) for d in difference],
+        "difference_scale": float(f"{scale:.4g}"),
+        "largest_change": _rounded(change, 4),
+    }
+
+
 def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_frames: int = MAX_FRAMES) -> dict[str, Any]:
     """The JSON the page renders: study settings, and per input and run the shown frames (see the module doc).
 
@@ -280,14 +296,7 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
                 images_or_ids, logits = decoded[name]
                 run["decoded_probabilities"] = _rounded(softmax(logits[b]))
                 if modality == "image":
-                    difference = images_or_ids[b].astype(np.float64) - raw[b][None].astype(np.float64)
-                    change = np.abs(difference.mean(axis=-1)).reshape(len(f), -1).max(axis=1)
-                    scale = float(change.max()) if change.max() > 0 else 1.0
-                    palette = difference_palette()
-                    run["images"] = [data_uri(png_bytes(image_levels(img))) for img in images_or_ids[b]]
-                    run["differences"] = [data_uri(png_bytes(difference_indices(d, scale), palette)) for d in difference]
-                    run["difference_scale"] = float(f"{scale:.4g}")
-                    run["largest_change"] = _rounded(change, 4)
+                    run.update(image_frames(images_or_ids[b], raw[b]))
                 else:
                     run["decoded"] = [tokens(ids[positions]) for ids in np.asarray(images_or_ids[b])]
             entry["runs"][name] = run
@@ -322,9 +331,6 @@ def _asset(name: str) -> str:
 
 def render_page(data: dict[str, Any]) -> str:
     """The HTML page: template, inline style and script, and ``data`` as inline JSON."""
-    import html
-    import re
-
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
     # inside <script> only "</" can end the element and "<!--" could start a comment
     payload = payload.replace("</", "<\\/").replace("<!--", "<\\u0021--")
