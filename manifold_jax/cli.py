@@ -1,4 +1,4 @@
-"""The ``manifold-jax`` command line: explore, report, demo, train.
+"""The ``manifold-jax`` command line: explore, report, view, demo, train.
 
 Every failure a user can cause (a missing file, an unknown model, a selection out of
 range, a non-image, an empty text, a non-empty output directory) ends with a one-line
@@ -104,7 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="metrics and figures for a finished study",
                        description="Compute every metric, draw the figures and write report.md for a study directory.")
     r.add_argument("directory", help="a study directory written by 'explore'")
-    r.add_argument("--no-figures", action="store_true", help="metrics and report.md only")
+    r.add_argument("--no-figures", action="store_true", help="metrics, report.md and report.html only")
+
+    v = sub.add_parser("view", help="open a study's interactive report.html in the browser",
+                       description="Open report.html (built first when missing) in the default browser; where there "
+                                   "is none (a headless machine), print its path.")
+    v.add_argument("directory", help="a study directory written by 'explore'")
+    v.add_argument("--rebuild", action="store_true", help="rebuild the report first even when report.html exists")
 
     d = sub.add_parser("demo", help="the README's main job: SiMEC and SiMExp on MNIST digits and sentences",
                        description="Explore three MNIST digits with the embedded ViT and three sentences with the "
@@ -210,7 +216,7 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"== {name}: {spec.model}")
         run_study(spec, out / name, overwrite=args.overwrite, progress=not args.quiet)
         build_report(out / name)
-    print(f"demo written to {out}/ (images/report.md, text/report.md, figures/*.png)")
+    print(f"demo written to {out}/ (images/ and text/: report.html, report.md, figures/*.png)")
 
 
 def _demo_texts(demo: tuple[list[str], Any, tuple[str, ...]]) -> tuple[str, ...]:
@@ -245,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     # the CLI never needs torch; transformers' advice that it is missing is noise here
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    handlers = {"explore": _explore, "report": _report, "demo": _demo, "train": _train}
+    handlers = {"explore": _explore, "report": _report, "view": _view, "demo": _demo, "train": _train}
     try:
         handlers[args.command](args)
     except (CliError, ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as exc:
@@ -258,6 +264,12 @@ def _report(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
 
     build_report(args.directory, figures=not args.no_figures)
+
+
+def _view(args: argparse.Namespace) -> None:
+    from manifold_jax.report_html import view
+
+    view(args.directory, rebuild=args.rebuild)
 
 
 if __name__ == "__main__":

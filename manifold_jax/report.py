@@ -5,7 +5,8 @@ gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a ta
 the paper's Table-1 metrics; for image models the decoded images and what changed; for
 text models every decoded sentence with its own re-prediction beside a verified real
 sentence found by :mod:`manifold_jax.text_projection`, cached in
-``<algorithm>/projection.json``).
+``<algorithm>/projection.json``) and ``report.html`` (the interactive page of
+:mod:`manifold_jax.report_html`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from manifold_jax import analysis
+from manifold_jax.report_html import write_report_html
 from manifold_jax.runs import Study, load_model, load_study
 
 HEADLINE = (
@@ -108,7 +110,7 @@ def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
 
 
 def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compute metrics, draw figures and write report.md for the study at ``path``.
+    """Compute metrics, draw figures and write report.md and report.html for the study at ``path``.
 
     For text models the decoded sentences at the snapshot iterations are projected onto
     verified real sentences first (``<algorithm>/projection.json``, computed once)."""
@@ -126,7 +128,9 @@ def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str]
     if figures:
         _draw(study, model, out / "figures", projections)
     _write_atomic(out / "report.md", _markdown(study, metrics, projections))
-    echo(f"report: {out / 'report.md'} ({len(study.spec.inputs)} inputs, {', '.join(study.trajectories)})")
+    write_report_html(study, metrics, out / "report.html", model=model)
+    echo(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(study.spec.inputs)} inputs, "
+         f"{', '.join(study.trajectories)})")
     return metrics
 
 
