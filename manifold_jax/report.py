@@ -166,11 +166,13 @@ def study_projections(
         item = {k: v[b] for k, v in ctx.items()}
         probs = analysis.softmax(traj.y[b])
         goals = [Goal.match(probs[s]) for s in saved]
-        points = [traj.x[b, s] for s in saved]
+        chosen = list(saved)
         if algorithm == "simexp":
             goals.append(Goal.away_from(int(np.argmax(probs[0]))))
-            points.append(traj.x[b, -1])
-        found = project_points(model, np.stack(points), item, goals, config, positions=study.inputs["select"][b])
+            chosen.append(len(traj.iteration) - 1)
+        interp = study.interpretations.get(algorithm)
+        found = project_points(model, traj.x[b, chosen], item, goals, config, positions=study.inputs["select"][b],
+                               decoded=None if interp is None else interp.inputs[b, chosen])
 
         entry: dict[str, Any] = {
             "points": [_record(model, r, s, traj, probs, item) for r, s in zip(found, saved, strict=False)]

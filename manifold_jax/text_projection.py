@@ -60,6 +60,9 @@ sentence must keep rather than recompute."""
 _VOCAB_CHUNK = 1024
 """Vocabulary entries per chunk of the first-order table."""
 
+_POINT_GROUP = 4
+"""Explored points per compiled call of the first-order table (any number of points, one program)."""
+
 
 # --------------------------------------------------------------------------- goals
 
@@ -237,18 +240,25 @@ def _table(model: Any, points: jax.Array, ctx: Context, types: jax.Array, *, n_v
     return table - base[:, :, None, :]
 
 
-def first_order_changes(model: Any, points: Any, ctx: Context, chunk: int = _VOCAB_CHUNK) -> np.ndarray:
+def first_order_changes(
+    model: Any, points: Any, ctx: Context, chunk: int = _VOCAB_CHUNK, group: int = _POINT_GROUP
+) -> np.ndarray:
     """c_i(w) = J_i(x) (e_i(w) - x_i) for every point, position and vocabulary entry: (S, n, V, k).
 
     ``points`` (S, n, d): explored points of ONE item, ``ctx`` that item's context
     (unbatched). J is the model's Jacobian at each point (one per point), e_i(w) the
-    embedding of word piece w at position i with the item's token type there."""
-    pts = jnp.asarray(points)
+    embedding of word piece w at position i with the item's token type there. Points go
+    through one compiled program in groups of ``group`` (the last one padded)."""
+    pts = np.asarray(points)
     if pts.ndim != 3:
         raise ValueError(f"points must be (S, n, d) for one item, got shape {pts.shape}")
     one = _item(ctx, None)
     vocab = int(model.vocabulary_mask("all").shape[0])
-    return np.asarray(_table(model, pts, one, one["token_type_ids"], n_vocab=vocab, chunk=chunk))
+    s = pts.shape[0]
+    padded = np.concatenate([pts, np.repeat(pts[:1], (-s) % group, 0)])
+    parts = [np.asarray(_table(model, jnp.asarray(padded[i : i + group]), one, one["token_type_ids"],
+                               n_vocab=vocab, chunk=chunk)) for i in range(0, padded.shape[0], group)]
+    return np.concatenate(parts)[:s]
 
 
 # --------------------------------------------------------------------------- verification
@@ -278,14 +288,21 @@ def verify_ids(model: Any, ids: np.ndarray, ctx: Context, batch: int | None = No
     return np.concatenate(out)[:b]
 
 
-def verify_texts(model: Any, texts: list[str], ctx: Context) -> np.ndarray:
-    """The model's outputs (B, k) on sentences as text, tokenised again (MLM top-k kept)."""
+def verify_texts(model: Any, texts: list[str], ctx: Context, batch: int | None = None) -> np.ndarray:
+    """The model's outputs (B, k) on sentences as text, tokenised again (MLM top-k kept). The list
+    is padded to ``batch`` sentences so that the program of :func:`verify_ids` is reused."""
+    b = len(texts)
+    if batch is not None and b < batch:
+        texts = [*texts, *[texts[0]] * (batch - b)]
     one = _item(ctx, None)
     longest = max(len(model.tokenizer(t)["input_ids"]) for t in texts)
-    length = -(-longest // 8) * 8  # a few padded lengths, so a few compiled programs
+    # padded to the item's own length when they fit (the program the search already compiled for the
+    # layout), else to a multiple of 8: a few padded lengths, so a few compiled programs
+    n = int(np.asarray(one["attention_mask"]).shape[0])
+    length = n if longest <= n else -(-longest // 8) * 8
     x, c = model.embed(list(texts), max_length=length)
     c = {**c, **_frozen(one, len(texts))}
-    return predict(model, x, c)
+    return predict(model, x, c)[:b]
 
 
 # --------------------------------------------------------------------------- the search
@@ -314,13 +331,15 @@ def project_sentence(
     positions: Any = None,
     table: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
+    decoded: Any = None,
 ) -> ProjectedSentence:
     """A verified real sentence near the explored point x (n, d) of one item (``ctx`` unbatched).
 
     ``positions``: the explored positions (a bool mask (n,) or indices; default the item's
     ``token_mask``): only they change. ``table``: the point's first-order table (n, V, k)
-    from :func:`first_order_changes` (computed when None). The search starts at the
-    nearest-token decoding of x and keeps a beam over positions (module docstring).
+    from :func:`first_order_changes` (computed when None). ``decoded``: the point's decoded
+    token ids (n,) when already known (a study's interpretation), else ``model.decode(x)``.
+    The search starts at that decoding and keeps a beam over positions (module docstring).
     """
     cfg = config or ProjectionConfig()
     one = _item(ctx, None)
@@ -336,8 +355,12 @@ def project_sentence(
         table = first_order_changes(model, xa[None], one)[0]
     if allowed is None:
         allowed = _allowed(model, cfg)
-    batched = {k: v[None] for k, v in one.items()}
-    start = np.asarray(model.decode(xa[None], batched))[0]
+    if decoded is None:
+        start = np.asarray(model.decode(xa[None], {k: v[None] for k, v in one.items()}))[0]
+    else:
+        start = np.asarray(decoded, np.int32).copy()
+        if start.shape != mask.shape:
+            raise ValueError(f"decoded must be token ids of shape {mask.shape}, got {start.shape}")
     width = cfg.beam_width * cfg.candidates
     y_start = verify_ids(model, start[None], one, batch=width)[0]
     goal._check(y_start.shape[-1])
@@ -383,14 +406,14 @@ def project_sentence(
     decoded = dict(decoded_ids=start, decoded_logits=y_start, goal=goal, verified=verified)
     if ranked:
         texts = [_text(model, np.asarray(key), one) for key, _, _ in ranked]
-        ys = verify_texts(model, texts, one)
+        ys = verify_texts(model, texts, one, batch=width)
         for (key, _, changed), text, y in zip(ranked, texts, ys, strict=True):
             if goal.accepts(y):
                 dist = float(goal.distance(y)) if goal.kind == "match" else float("nan")
                 return ProjectedSentence(True, np.asarray(key), text, y, changes=tuple(sorted(changed)),
                                          distance=dist, **decoded)
     text = _text(model, start, one)
-    y_text = verify_texts(model, [text], one)[0]
+    y_text = verify_texts(model, [text], one, batch=width)[0]
     dist = float(goal.distance(y_text)) if goal.kind == "match" else float("nan")
     return ProjectedSentence(False, start, text, y_text, changes=(), distance=dist, **decoded)
 
@@ -403,9 +426,11 @@ def project_points(
     config: ProjectionConfig | None = None,
     *,
     positions: Any = None,
+    decoded: Any = None,
 ) -> list[ProjectedSentence]:
     """:func:`project_sentence` at several explored points (S, n, d) of ONE item, one goal each;
-    the first-order tables of all points come from one compiled call."""
+    the first-order tables of all points come from one compiled program. ``decoded``: the
+    points' decoded token ids (S, n) when known (a study's interpretation)."""
     pts = np.asarray(points)
     if pts.ndim != 3 or pts.shape[0] != len(goals):
         raise ValueError(f"points must be (S, n, d) with one goal per point, got {pts.shape} and {len(goals)} goals")
@@ -413,7 +438,8 @@ def project_points(
     tables = first_order_changes(model, pts, ctx)
     allowed = _allowed(model, cfg)
     return [
-        project_sentence(model, pts[s], ctx, goals[s], cfg, positions=positions, table=tables[s], allowed=allowed)
+        project_sentence(model, pts[s], ctx, goals[s], cfg, positions=positions, table=tables[s], allowed=allowed,
+                         decoded=None if decoded is None else np.asarray(decoded)[s])
         for s in range(pts.shape[0])
     ]
 
