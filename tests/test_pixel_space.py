@@ -19,6 +19,9 @@ from manifold_jax import analysis
 from manifold_jax.cli import main
 from manifold_jax.interpret import interpret
 
+# one process: the engine test and the CLI study compile the same exploration program once
+pytestmark = pytest.mark.xdist_group("pixel_space")
+
 
 @pytest.fixture(scope="module")
 def hf_vit(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, mm.ViT, Any]:
@@ -68,11 +71,11 @@ def test_pixel_head_is_the_embedding_head(which: str, paper_vit: mm.ViT, hf_vit:
     images = _images(vit, 4, seed=2)
     x_pix, ctx_pix = pixels.embed(images)
     x_emb, ctx_emb = vit.embed(images)
-    ours = np.asarray(jax.vmap(pixels.head)(x_pix, ctx_pix))
-    theirs = np.asarray(jax.vmap(vit.head)(x_emb, ctx_emb))
+    batched = lambda m, x, c: jax.vmap(m.head)(x, c)  # noqa: E731
+    ours = np.asarray(jax.jit(batched)(pixels, x_pix, ctx_pix))
+    theirs = np.asarray(jax.jit(batched)(vit, x_emb, ctx_emb))
     assert float(np.abs(theirs).max()) > 0.05
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=rounding_tol(theirs))
-    np.testing.assert_allclose(np.asarray(pixels(images)), theirs, rtol=0, atol=rounding_tol(theirs))
 
 
 def test_pixel_head_matches_transformers_on_the_raw_image(hf_vit: Any) -> None:
@@ -82,7 +85,7 @@ def test_pixel_head_matches_transformers_on_the_raw_image(hf_vit: Any) -> None:
     model = vit.pixel_space()
     images = _images(vit, 4, seed=3)
     x0, ctx = model.embed(images)
-    ours = np.asarray(jax.vmap(model.head)(x0, ctx))
+    ours = np.asarray(jax.jit(lambda m, x, c: jax.vmap(m.head)(x, c))(model, x0, ctx))
     with torch.no_grad():
         theirs = torch_model(pixel_values=torch.tensor((images - 0.5) / 0.5).permute(0, 3, 1, 2)).logits.numpy()
     diff = float(np.abs(ours - theirs).max())
@@ -100,15 +103,15 @@ def test_explorations_stay_images_the_model_classifies_as_explored(hf_vit: Any) 
     _, vit, _ = hf_vit
     model = vit.pixel_space()
     x0, ctx = model.embed(_images(vit, 2, seed=4))
-    # one eta for both: SiMEC and SiMExp then share one compiled program
-    options = dict(args=(ctx,), select=ctx["token_mask"], bounds=model.bounds(), steps=40, save_every=10, eta=300.0)
+    # one eta for both: SiMEC and SiMExp then share one compiled program (and the CLI test below reuses it)
+    options = dict(args=(ctx,), select=ctx["token_mask"], bounds=model.bounds(), steps=20, save_every=5, eta=50.0)
     runs = {
         "simec": mj.simec(model.head, x0, key=jax.random.PRNGKey(0), **options),
         "simexp": mj.simexp(model.head, x0, key=jax.random.PRNGKey(1), **options),
     }
     at_bound = 0
     for name, traj in runs.items():
-        assert traj.x.shape == (2, 5, *x0.shape[1:])
+        assert traj.x.shape == (2, 5, *x0.shape[1:])  # iterations 0, 5, ..., 20
         assert float(traj.x.min()) >= 0.0 and float(traj.x.max()) <= 1.0, name
         at_bound += int(np.sum((traj.x[:, 1:] == 0.0) | (traj.x[:, 1:] == 1.0)))
         found = interpret(model, traj.x, ctx)
@@ -136,7 +139,7 @@ def test_study_in_pixel_space_from_the_cli(hf_vit: Any, tmp_path: Path, capsys: 
     # the demo test covers a whole pixel-space study with its report; here the CLI option and the files
     main(["explore", "--model", directory, "--image", *paths, "--space", "pixels", "--algorithm", "simexp",
           "--steps", "10", "--save-every", "5", "--eta", "50", "--no-baseline", "--no-report", "--quiet",
-          "--out", str(out)])
+          "--out", str(out)])  # the engine options of the test above: its compiled program serves
     spec = json.loads((out / "spec.json").read_text())
     assert spec["space"] == "pixels"
     from manifold_jax.runs import load_study
