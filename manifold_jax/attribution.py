@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._callables import StaticPart, merge_callable
 from manifold_jax._xla import jit
-from manifold_jax.geometry import block_spectrum, output_size
+from manifold_jax.explore import prepare_problem
+from manifold_jax.geometry import block_spectrum
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 
 SELECTIONS: tuple[str, ...] = ("all", "one", "q1", "q2", "q3")
@@ -45,14 +46,9 @@ def token_importance(
     output_metric: str | OutputMetric = "euclidean",
 ) -> np.ndarray:
     """Largest pullback eigenvalue of every token: x0 (B, n, d), args batched -> (B, n)."""
-    x0 = jnp.asarray(x0)
-    if x0.ndim != 3:
-        raise ValueError(f"x0 must be a batch (B, n, d), got shape {x0.shape}")
-    args = args if isinstance(args, tuple) else (args,)
-    output_size(f, x0[0], jax.tree.map(lambda a: a[0], args))
-    dynamic, static = split_callable(f)
+    problem = prepare_problem(f, x0, args=args, batched=True)
     metric = resolve_output_metric(output_metric)
-    return np.asarray(_importance(dynamic, x0, args, static=static, metric=metric))
+    return np.asarray(_importance(problem.dynamic, jnp.asarray(x0), problem.args, static=problem.static, metric=metric))
 
 
 def select_tokens(importance: Any, token_mask: Any, how: str | list[int]) -> np.ndarray:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.experimental.sparse.linalg import lobpcg_standard
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
-from manifold_jax._checks import check_finite, check_float_array, check_option
+from manifold_jax._checks import check_count, check_finite, check_float_array, check_option, is_concrete
 from manifold_jax._xla import jit
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 from manifold_jax.selection import Select, token_selection
@@ -70,6 +70,8 @@ def output_size(f: Callable[..., jax.Array], x: jax.Array, args: tuple[Any, ...]
         raise ValueError(f"f must return a vector of shape (k,), got {shape}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"f must return floating-point outputs, got dtype {out.dtype}")
+    if out.shape[0] == 0:
+        raise ValueError("f returns an empty output vector (k = 0): there is no metric to pull back")
     return int(out.shape[0])
 
 
@@ -118,6 +120,34 @@ def factor_blocks(jac: jax.Array, factor: jax.Array, blocks: str) -> jax.Array:
         return a
     m, r, d = a.shape
     return jnp.transpose(a, (1, 0, 2)).reshape(1, r, m * d)
+
+
+def min_norm_solve(a: jax.Array, r: jax.Array) -> jax.Array:
+    """The minimum-norm least-squares solution of a dx = r: dx = a^T (a a^T)^+ r, a (k, D), r (k,).
+
+    (a a^T)^+ comes from the eigendecomposition of the k x k Gram matrix, with eigenvalues
+    under the dtype's numerical floor (100 eps of the largest) treated as zero: a softmax
+    head's Jacobian has rank k - 1, and dividing by its rounding-noise eigenvalue would
+    send the step to infinity. O(k^2 D).
+    """
+    lam, u = jnp.linalg.eigh(a @ a.T)
+    keep = lam > numerical_floor(a.dtype) * jnp.maximum(lam[-1], 0.0)
+    coef = (u.T @ r) / jnp.where(keep, lam, 1.0)
+    return a.T @ (u @ jnp.where(keep, coef, 0.0))
+
+
+def measured_outputs(y: jax.Array, on: str) -> jax.Array:
+    """What a level set keeps: the logits themselves ("logits") or softmax(y) ("probabilities")."""
+    return jax.nn.softmax(y) if on == "probabilities" else y
+
+
+def measure_jacobian(y: jax.Array, jac: jax.Array, on: str) -> jax.Array:
+    """d phi / dx = (d phi / dy) J for phi of :func:`measured_outputs`; jac (k, ...) -> (k, ...)."""
+    if on != "probabilities":
+        return jac
+    p = jax.nn.softmax(y)
+    dphi = jnp.diag(p) - jnp.outer(p, p)
+    return jnp.tensordot(dphi, jac, axes=1)
 
 
 def dense_spectrum(a: jax.Array) -> Spectrum:
@@ -169,7 +199,7 @@ def _top_eigenpairs(
     if 5 * p >= dim:
         lam, vecs = jnp.linalg.eigh(block(jnp.eye(dim, dtype=dtype)))
         return Spectrum(lam[::-1][:p], vecs[:, ::-1][:, :p].T)
-    start = jax.random.normal(key, (dim, p), dtype)
+    start = jax.random.normal(key, (dim, p), jnp.float32).astype(dtype)  # the same draw in every precision
     zero = jnp.all(block(start) == 0)
     shift = jnp.where(zero, 1.0, 0.0).astype(dtype)
     theta, vecs, _ = lobpcg_standard(lambda v: block(v) + shift * v, start, m=iters)
@@ -249,14 +279,28 @@ def block_spectrum(
     return y, REDUCED_SPECTRA[method](factor_blocks(jac, metric(y), blocks))
 
 
-def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, Any]:
+def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x as a JAX array and the selection as (index (m,), valid (m,)); works on traced x.
+
+    A traced boolean mask (a selection computed inside the caller's ``jit`` or ``vmap``)
+    keeps a block per position, its unselected ones exactly null.
+    """
     arr = check_float_array("x", x, (2,))
     check_finite("x", arr)
     check_option("blocks", blocks, BLOCKS)
     if method is not None:
         check_option("method", method, METHODS)
-    sel = token_selection(select, arr.shape[0], None)
-    return jnp.asarray(arr), sel
+    n = arr.shape[0]
+    if select is not None and not is_concrete(select):
+        mask = jnp.asarray(select)
+        if mask.dtype != jnp.bool_ or mask.shape != (n,):
+            raise ValueError(
+                f"a traced select must be a boolean mask of shape ({n},), got {mask.dtype} {tuple(mask.shape)}; "
+                "indices must be known outside jit/vmap"
+            )
+        return jnp.asarray(arr), jnp.arange(n, dtype=jnp.int32), mask
+    sel = token_selection(select, n, None)
+    return jnp.asarray(arr), jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0])
 
 
 @jit(static_argnames=("static", "metric", "blocks", "method", "mode", "rank", "iters"))
@@ -277,11 +321,13 @@ def _spectrum_jit(
     iters: int,
 ) -> Spectrum:
     f = merge_callable(dynamic, static)
-    _, spec = block_spectrum(
+    y, spec = block_spectrum(
         f, x, args, index, valid, metric=metric, blocks=blocks, method=method,
         mode=mode, rank=rank, key=key, iters=iters,
     )
-    return spec
+    # a non-finite output makes the whole spectrum meaningless, even where J itself is finite
+    finite = jnp.isfinite(y).all()
+    return Spectrum(jnp.where(finite, spec.eigenvalues, jnp.nan), jnp.where(finite, spec.eigenvectors, jnp.nan))
 
 
 def spectrum(
@@ -302,18 +348,23 @@ def spectrum(
     ``select`` picks the tokens (mask (n,), indices, or None for all); ``blocks`` chooses
     per-token blocks or one joint block; ``method`` the backend ("dense", "gram", "svd",
     "matfree": the latter needs ``key`` and returns the top ``rank`` eigenpairs).
+    A pure function: it works under the caller's ``jit``, ``vmap`` and ``grad``. Where f(x)
+    is not finite, every eigenvalue is NaN (eagerly: a ValueError).
     """
-    xj, sel = _prepare(x, select, blocks, method)
+    xj, index, valid = _prepare(x, select, blocks, method)
     metric = resolve_output_metric(output_metric)
     output_size(f, xj, args)
     dynamic, static = split_callable(f)
-    if rank is not None and (not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    return _spectrum_jit(
-        dynamic, xj, args, jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0]), key,
+    rank = check_count("rank", rank, optional=True)
+    iters = check_count("iters", iters)
+    spec = _spectrum_jit(
+        dynamic, xj, args, index, valid, key,
         static=static, metric=metric, blocks=blocks, method=method,
         mode=check_option("mode", mode, MODES), rank=rank, iters=iters,
     )
+    if is_concrete((spec, xj)) and not bool(jnp.isfinite(spec.eigenvalues).all()):
+        raise ValueError("the pullback spectrum at x is not finite: f(x) or its Jacobian holds NaN/inf")
+    return spec
 
 
 def pullback_metric(
@@ -329,11 +380,11 @@ def pullback_metric(
 
     For validation and small problems; the engine never forms it unless asked to.
     """
-    xj, sel = _prepare(x, select, blocks, None)
+    xj, index, valid = _prepare(x, select, blocks, None)
     output_size(f, xj, args)
     dynamic, static = split_callable(f)
     return _pullback_jit(
-        dynamic, xj, args, jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0]),
+        dynamic, xj, args, index, valid,
         static=static, metric=resolve_output_metric(output_metric), blocks=blocks,
         mode=check_option("mode", mode, MODES),
     )
@@ -355,3 +406,42 @@ def _pullback_jit(
     y, jac = jacobian(merge_callable(dynamic, static), x, args, index, valid, mode)
     a = factor_blocks(jac, metric(y), blocks)
     return jnp.einsum("...ri,...rj->...ij", a, a)
+
+
+@jit(static_argnames=("static", "on", "mode"))
+def _newton_jit(
+    dynamic: list[Any], x: jax.Array, anchor: jax.Array, args: tuple[Any, ...], index: jax.Array,
+    valid: jax.Array, *, static: StaticPart, on: str, mode: str,
+) -> jax.Array:
+    f = merge_callable(dynamic, static)
+    y, jac = jacobian(f, x, args, index, valid, mode)
+    k, m, d = jac.shape
+    residual = measured_outputs(y, on) - measured_outputs(anchor, on)
+    dx = min_norm_solve(measure_jacobian(y, jac, on).reshape(k, m * d), residual)
+    return x.at[index].add(-dx.reshape(m, d) * valid[:, None].astype(x.dtype))
+
+
+def newton_correction(
+    f: Callable[..., jax.Array],
+    x: Any,
+    anchor: Any,
+    *args: Any,
+    select: Select = None,
+    on: Literal["logits", "probabilities"] = "logits",
+    mode: Mode = "auto",
+) -> jax.Array:
+    """One minimum-norm Gauss-Newton step from x (n, d) toward the level set phi(f(x)) = phi(anchor).
+
+    x - (dphi J)^+ (phi(f(x)) - phi(anchor)), J on the selected tokens, phi the identity
+    ("logits") or softmax ("probabilities"). Repeated, it converges quadratically for an
+    underdetermined system (the residual roughly squares each time). A pure function.
+    """
+    xj, index, valid = _prepare(x, select, "joint", None)
+    k = output_size(f, xj, args)
+    anchor_j = jnp.asarray(anchor, xj.dtype)
+    if anchor_j.shape != (k,):
+        raise ValueError(f"anchor must have f's output shape ({k},), got {tuple(anchor_j.shape)}")
+    check_option("on", on, ("logits", "probabilities"))
+    dynamic, static = split_callable(f)
+    return _newton_jit(dynamic, xj, anchor_j, args, index, valid, static=static, on=on,
+                       mode=check_option("mode", mode, MODES))

@@ -33,7 +33,17 @@ import numpy as np
 
 from manifold_jax.attribution import SELECTIONS, select_tokens, token_importance
 from manifold_jax.baseline import gradient_baseline
-from manifold_jax.explore import ALGORITHMS, STEP_RULES, Absolute, ExplorationState, Relative, Trajectory, explore
+from manifold_jax.explore import (
+    ALGORITHMS,
+    RECORD_FIELDS,
+    STEP_RULES,
+    Absolute,
+    ExplorationState,
+    Relative,
+    Trajectory,
+    explore,
+    init_state,
+)
 from manifold_jax.geometry import BLOCKS, METHODS
 from manifold_jax.interpret import Interpretation, interpret
 
@@ -41,7 +51,6 @@ BOUNDS: tuple[str, ...] = ("theoretical", "measured", "none")
 MEASURED_IMAGES = 1000
 """Training images the measured box of an image model is taken over."""
 
-_TRAJECTORY_FIELDS = ("x", "y", "step", "eigenvalue", "status", "stalls")
 
 
 @dataclass(frozen=True)
@@ -336,8 +345,8 @@ def _explore_checkpointed(
     pieces: list[Trajectory] = []
     latest = manager.latest_step()
     if latest is not None:
-        abstract = {"x": x0, "key": jnp.zeros((x0.shape[0], 2), jnp.uint32),
-                    "iteration": jnp.int32(0), "stalls": jnp.zeros((x0.shape[0],), jnp.int32)}
+        # the checkpoint holds a state shaped like the one this exploration starts from
+        abstract = dataclasses.asdict(init_state(x0, key, f=model.head, args=(ctx,)))
         restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
         start = ExplorationState(**{k: jnp.asarray(v) for k, v in restored.items()})
         for path in sorted(chunks.glob("*.npz")):
@@ -375,7 +384,7 @@ def _explore_checkpointed(
 
 def _join(first: Trajectory, rest: Trajectory) -> Trajectory:
     """Records of consecutive chunks (the first ends just before the second starts)."""
-    parts = {f: np.concatenate([getattr(first, f), getattr(rest, f)], axis=1) for f in _TRAJECTORY_FIELDS}
+    parts = {f: np.concatenate([getattr(first, f), getattr(rest, f)], axis=1) for f in RECORD_FIELDS}
     return Trajectory(**parts, iteration=np.concatenate([first.iteration, rest.iteration]), final=rest.final)
 
 
@@ -400,8 +409,7 @@ def _write_timing(path: Path, times: list[tuple[float, int]], select: np.ndarray
 
 def save_trajectory(path: Path, traj: Trajectory) -> None:
     """A Trajectory as an .npz (final state included, as ``final_*``)."""
-    arrays = {f: getattr(traj, f) for f in (*_TRAJECTORY_FIELDS, "iteration")}
-    arrays.update({f"final_{k}": np.asarray(v) for k, v in dataclasses.asdict(traj.final).items()})
+    arrays = traj.to_arrays()
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -410,8 +418,7 @@ def save_trajectory(path: Path, traj: Trajectory) -> None:
 def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
     """Inverse of :func:`save_trajectory`."""
     with np.load(path) as data:
-        final = ExplorationState(**{k: jnp.asarray(data[f"final_{k}"]) for k in ("x", "key", "iteration", "stalls")})
-        return Trajectory(**{f: data[f] for f in (*_TRAJECTORY_FIELDS, "iteration")}, final=final)
+        return Trajectory.from_arrays(data)
 
 
 def load_study(path: str | os.PathLike[str]) -> Study:
