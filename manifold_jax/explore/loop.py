@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from manifold_jax._callables import StaticPart, merge_callable
 from manifold_jax._checks import check_count
 from manifold_jax._xla import jit
+from manifold_jax.explore.devices import Devices, pad_batch, padded_size, place, resolve_devices, to_host
 from manifold_jax.explore.options import AUTO_BATCH_ROWS, ExploreConfig, ProbabilityLevel
 from manifold_jax.explore.problem import (
     ExplorationState,
@@ -256,6 +257,7 @@ def explore(
     bounds: tuple[Any, Any] | None = None,
     target: Any = None,
     goal: Any = None,
+    devices: Devices = None,
     progress: bool = False,
     on_chunk: Callable[[ExplorationState, Trajectory], None] | None = None,
     **options: Any,
@@ -266,7 +268,9 @@ def explore(
     ``model.head`` passes its weights as traced arguments). ``args`` are batched with x0.
     ``target`` (SiMExp): a class index, one per item, or target outputs (k,) / (B, k) to
     walk toward along J^+ dy (a counterfactual path); ``goal`` (SiMEC): an input (n, d) /
-    (B, n, d) to approach inside x0's class. ``options`` are the fields of ExploreConfig.
+    (B, n, d) to approach inside x0's class. ``devices`` ("all", a count or a list) shards a
+    batch over a mesh of devices (see :mod:`manifold_jax.explore.devices`); results equal a
+    single-device run's. ``options`` are the fields of ExploreConfig.
     ``on_chunk(state, chunk_trajectory)`` runs after every compiled chunk (for checkpoints);
     ``progress`` shows a progress bar. The run ends early when every item has stopped.
     """
@@ -284,15 +288,32 @@ def explore(
             f"got {sorted(set(problem.selection.counts.tolist()))}"
         )
     n = state.x.shape[1]
-    cfg = dataclasses.replace(cfg, batch_size=slice_size(cfg.batch_size, problem.batch, problem.k * n))
+    mesh_devices = resolve_devices(devices)
+    inputs = problem.item_inputs()
+    batch = problem.batch
+    if mesh_devices is None:
+        cfg = dataclasses.replace(cfg, batch_size=slice_size(cfg.batch_size, batch, problem.k * n))
+    else:  # one vmapped slice per device: the mesh does the slicing
+        size = padded_size(batch, mesh_devices)
+        cfg = dataclasses.replace(cfg, batch_size=None)
+        state = place(pad_batch(state, size), mesh_devices, batched=True)
+        state = replace_state(state, iteration=place(state.iteration, mesh_devices, batched=False))
+        inputs = place(pad_batch(inputs, size), mesh_devices, batched=True)
+    dynamic = place(problem.dynamic, mesh_devices, batched=False)
     run = partial(
-        _advance, problem.dynamic, inputs=problem.item_inputs(), simexp=jnp.bool_(cfg.algorithm == "simexp"),
+        _advance, dynamic, inputs=inputs, simexp=jnp.bool_(cfg.algorithm == "simexp"),
         static=problem.static, cfg=cfg.compiled, guide=problem.guide,
     )
     batched = problem.batched
 
+    def host(chunk_state: ExplorationState, records: Record) -> tuple[ExplorationState, dict[str, np.ndarray]]:
+        """Host copies, the padding dropped (records are (S, B, ...), the state (B, ...))."""
+        recs = {k: v[:, :batch] for k, v in to_host(records).items()}
+        st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(chunk_state))
+        return jax.tree.map(jnp.asarray, st), recs
+
     _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
-    _check_start(cfg, jax.tree.map(lambda v: v[0], first), batched)
+    _check_start(cfg, {k: v[0] for k, v in host(state, first)[1].items()}, batched)
 
     total_blocks = steps // cfg.save_every
     done = 0
@@ -302,30 +323,31 @@ def explore(
         while done < total_blocks:
             active = min(cfg.blocks_per_chunk, total_blocks - done)
             last = done + active == total_blocks
-            start_iteration = int(state.iteration)
-            state, saved = run(state, active=jnp.int32(active), want_end=jnp.bool_(last))
-            ran = (int(state.iteration) - start_iteration) // cfg.save_every
-            finished = bool(np.all(np.asarray(state.stopped)))
+            start_iteration = int(to_host(state.iteration))
+            state, saved_device = run(state, active=jnp.int32(active), want_end=jnp.bool_(last))
+            user_state, saved = host(state, saved_device)
+            ran = (int(user_state.iteration) - start_iteration) // cfg.save_every
+            finished = bool(np.all(np.asarray(user_state.stopped)))
             kept = ran + 1 if last else ran
             if finished:
                 # every item is frozen since its stop: end at the first saved point at or after
                 # the last stop (the frozen state is the same there, its iteration aside)
-                last_stop = int(np.max(np.asarray(state.stop_iteration)))
+                last_stop = int(np.max(np.asarray(user_state.stop_iteration)))
                 end = max(start_iteration, -(-last_stop // cfg.save_every) * cfg.save_every)
                 kept = (end - start_iteration) // cfg.save_every + 1
-                state = replace_state(state, iteration=jnp.asarray(end, jnp.int32))
-            chunk = {k: np.asarray(v[:kept]) for k, v in saved.items()}
+                user_state = replace_state(user_state, iteration=jnp.asarray(end, jnp.int32))
+            chunk = {k: v[:kept] for k, v in saved.items()}
             chunk["iteration"] = start_iteration + cfg.save_every * np.arange(kept)
             done += active
             pieces.append(chunk)
             bar.update(active * cfg.save_every)
             if on_chunk is not None:
-                on_chunk(_user_state(state, batched), _trajectory([chunk], state, batched))
+                on_chunk(_user_state(user_state, batched), _trajectory([chunk], user_state, batched))
             if finished:
                 break
     finally:
         bar.close()
-    return _trajectory(pieces, state, batched)
+    return _trajectory(pieces, user_state, batched)
 
 
 def _user_state(state: ExplorationState, batched: bool) -> ExplorationState:
