@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from manifold_jax import analysis
-from manifold_jax.runs import Study, load_model, load_study
+from manifold_jax.study import Study, StudyIncompleteError, load_model, load_study
+from manifold_jax.study.atomic import remove_temporaries
+from manifold_jax.study.storage import StudyFiles
 
 HEADLINE = (
     ("prediction_changes", "prediction changes"),
@@ -35,7 +37,7 @@ def study_metrics(study: Study) -> dict[str, Any]:
     select = study.inputs["select"]
     per_input = []
     for b, source in enumerate(study.spec.inputs):
-        entry: dict[str, Any] = {"input": source}
+        entry: dict[str, Any] = {"input": str(source)}
         for algorithm, traj in study.trajectories.items():
             timing = study.timing.get(algorithm, {})
             seconds = timing.get("seconds_per_iteration")
@@ -77,19 +79,31 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compute metrics, draw figures and write report.md for the study at ``path``."""
+def build_report(
+    path: str | Path, *, figures: bool = True, partial: bool = False, echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compute metrics, draw figures and write report.md for the study at ``path``.
+
+    A study with an unfinished exploration raises StudyIncompleteError naming it, unless
+    ``partial``, which reports the finished ones and says which are missing. Every file is
+    written atomically and recorded in the study's manifest.
+    """
     study = load_study(path)
-    if not study.trajectories:
-        raise ValueError(f"{path}: no finished exploration to report on (resume it first)")
+    missing = ", ".join(f"{a} ({done} of {study.spec.steps} steps)" for a, done in study.unfinished.items())
+    if study.unfinished and (not partial or not study.trajectories):
+        raise StudyIncompleteError(Path(path), study.unfinished, study.spec.steps)
+    if missing:
+        echo(f"report: unfinished, left out: {missing}")
     metrics = study_metrics(study)
     out = Path(path)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    remove_temporaries(out)  # leftovers of a report that was killed while writing
+    files = StudyFiles(out)
+    files.write_text("metrics.json", json.dumps(metrics, indent=2))
     model = load_model(study.spec) if study.inputs.get("raw") is None else None
     sentences = _sentences(study, model) if model is not None else {}
     if figures:
-        _draw(study, model, out / "figures")
-    (out / "report.md").write_text(_markdown(study, metrics, sentences))
+        _draw(study, model, files)
+    files.write_text("report.md", _markdown(study, metrics, sentences))
     echo(f"report: {out / 'report.md'} ({len(study.spec.inputs)} inputs, {', '.join(study.trajectories)})")
     return metrics
 
@@ -115,33 +129,33 @@ def _sentences(study: Study, model: Any) -> dict[str, list[list[tuple[int, str]]
     return out
 
 
-def _draw(study: Study, model: Any, folder: Path) -> None:
+def _draw(study: Study, model: Any, files: StudyFiles) -> None:
     from manifold_jax.plots import exploration_figure, importance_figure
 
-    folder.mkdir(parents=True, exist_ok=True)
+    files.path("figures").mkdir(parents=True, exist_ok=True)
     ctx = study.context
     labels = study.spec.labels or tuple(str(i) for i in range(study.trajectories[next(iter(study.trajectories))].y.shape[-1]))
     raw = study.inputs.get("raw")
     for b, source in enumerate(study.spec.inputs):
-        name = _input_name(source, b)
+        name = _input_name(str(source), b)
         iterations = next(iter(study.trajectories.values())).iteration
-        exploration_figure(
-            folder / f"input{b:02d}_exploration.png",
+        files.write_with(f"figures/input{b:02d}_exploration.png", lambda tmp: exploration_figure(
+            tmp,
             title=name, labels=labels,
             logits={a: t.y[b] for a, t in study.trajectories.items()},
             points={a: t.x[b] for a, t in study.trajectories.items()},
             select=study.inputs["select"][b], iterations=iterations,
             original_image=None if raw is None else raw[b],
             decoded_images=None if raw is None else {a: i.inputs[b] for a, i in study.interpretations.items()},
-        )
+        ))
         tokens = None
         if model is not None:
             tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
-        importance_figure(
-            folder / f"input{b:02d}_importance.png", title=name, importance=study.inputs["importance"][b],
+        files.write_with(f"figures/input{b:02d}_importance.png", lambda tmp: importance_figure(
+            tmp, title=name, importance=study.inputs["importance"][b],
             token_mask=ctx["token_mask"][b], select=study.inputs["select"][b],
             image=None if raw is None else raw[b], tokens=tokens,
-        )
+        ))
 
 
 def _fmt(value: Any) -> str:
@@ -179,6 +193,9 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
             f"{_fmt(row['ranking_spearman_mean'])} | {_fmt(row.get('log10_volume_ratio'))} | "
             f"{_fmt(row['inputs_keeping_prediction'])} | {_fmt(row['inputs_changing_ranking'])} |"
         )
+    if study.unfinished:
+        missing = ", ".join(f"{a} ({done} of {spec.steps} steps)" for a, done in study.unfinished.items())
+        lines += ["", f"Unfinished and left out of this report: {missing}."]
     lines += ["", "## Per input", ""]
     labels = spec.labels
     for b, entry in enumerate(metrics["inputs"]):
