@@ -433,7 +433,7 @@ def _in_slices(step: Callable[..., Any], size: int | None) -> Callable[..., Any]
 @jit(static_argnames=("static", "cfg"))
 def _advance(
     dynamic: list[Any],
-    carry: tuple[jax.Array, jax.Array, jax.Array],
+    carry: tuple[jax.Array, ...],
     inputs: tuple[Any, ...],
     simexp: jax.Array,
     active: jax.Array,
@@ -441,7 +441,7 @@ def _advance(
     *,
     static: StaticPart,
     cfg: ExploreConfig,
-) -> tuple[tuple[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]:
+) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
     """Run ``active`` (<= cfg.blocks_per_chunk) blocks of ``save_every`` steps on a batch.
 
     carry = (x (B, n, d), keys (B, 2), stalls (B,)); inputs = (args, index, valid, lo, hi),

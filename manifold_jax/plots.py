@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 _MARKERS = "o^sDv<>pP*Xh"
-_COLOURS = plt.get_cmap("tab10").colors
+_COLOURS = plt.get_cmap("tab10")(np.arange(10))
 
 
 def _softmax(y: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def exploration_figure(
     fig = plt.figure(figsize=(3.2 * max(len(snaps) + 1, 3), 3.0 * (2 + image_rows * len(algorithms)) + 0.5))
     grid = fig.add_gridspec(2 + image_rows * len(algorithms), max(len(snaps) + 1, 2))
     row = 0
-    if image_rows:
+    if original_image is not None and decoded_images:
         for algorithm in algorithms:
             probs = _softmax(logits[algorithm])
             ax = fig.add_subplot(grid[row, 0])

@@ -404,7 +404,10 @@ def train_topic_head(
         from manifold_jax.models.loading import load
 
         base = os.fspath(encoder)
-        encoder = load(base, task="encoder")
+        loaded = load(base, task="encoder")
+        if not isinstance(loaded, Bert):
+            raise ValueError("train_topic_head needs a BERT of task 'encoder' (with its tokenizer)")
+        encoder = loaded
     if not isinstance(encoder, Bert) or encoder.task != "encoder":
         raise ValueError("train_topic_head needs a BERT of task 'encoder' (with its tokenizer)")
     split = sentence_split(split_seed, test_fraction)

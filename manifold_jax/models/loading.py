@@ -62,7 +62,7 @@ def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> 
     snapshot downloaded by ``huggingface_hub`` (needs a reachable hub). Embedded names win
     over a local directory of the same name (write ``./mnist-vit`` for that one)."""
     if is_embedded(path_or_id):
-        return str(embedded_path(path_or_id))
+        return str(embedded_path(os.fspath(path_or_id)))
     path = os.fspath(path_or_id)
     if os.path.isdir(path):
         return path

@@ -104,7 +104,7 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
 
 def remove_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
     """Delete the leftovers of interrupted atomic writes under ``directory``; return them."""
-    removed = []
+    removed: list[Path] = []
     root = Path(directory)
     if not root.is_dir():
         return removed

@@ -11,13 +11,14 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax.attribution import select_tokens, token_importance
+from manifold_jax.models.base import Task
 from manifold_jax.study.errors import ModalityError, TextTooLongError
 from manifold_jax.study.spec import ImageFile, MnistImage, StudySpec, Text
 
@@ -45,7 +46,7 @@ def load_model(spec: StudySpec) -> Any:
     from manifold_jax.models import load
 
     try:
-        return load(spec.model, task=spec.task)
+        return load(spec.model, task=cast(Task, spec.task))
     except Exception as exc:  # the loaders' named errors pass; raw file errors get a name
         message = describe_model_error(exc, spec.model)
         if message is None:
@@ -58,7 +59,7 @@ def describe_model_error(exc: BaseException, model: str) -> str | None:
     directory = Path(model)
     if isinstance(exc, json.JSONDecodeError):
         bad = _invalid_json_file(directory) if directory.is_dir() else None
-        where = str(bad) if bad is not None else f"a JSON file of {model}"
+        where = f"{bad}" if bad is not None else f"a JSON file of {model}"
         return f"{where}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
     name = type(exc).__name__
     if name == "SafetensorError" or (name == "HeaderTooLarge"):
@@ -67,7 +68,7 @@ def describe_model_error(exc: BaseException, model: str) -> str | None:
         return f"{where}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else name})"
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
-        where = directory / "pytorch_model.bin" if directory.is_dir() else f"the PyTorch weights of {model}"
+        where = f"{directory / 'pytorch_model.bin'}" if directory.is_dir() else f"the PyTorch weights of {model}"
         return (f"{where}: refused: the pickle holds objects beyond tensors, which a safe (weights-only) load "
                 "does not run; convert the checkpoint to model.safetensors")
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):

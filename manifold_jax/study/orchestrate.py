@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,7 @@ from manifold_jax.study.storage import (
 )
 
 Echo = Callable[[str], None]
+Algorithm = Literal["simec", "simexp"]
 
 
 def run_study(
@@ -314,7 +315,7 @@ def _explore_checkpointed(
         remaining = spec.steps - reached
         if remaining > 0:
             rest = explore(
-                prepared.model.head, start, algorithm=algorithm, steps=remaining,
+                prepared.model.head, start, algorithm=cast(Algorithm, algorithm), steps=remaining,
                 key=None if isinstance(start, ExplorationState) else key,
                 args=(prepared.ctx,), select=prepared.select, bounds=prepared.box, progress=progress,
                 on_chunk=on_chunk, **engine_keywords(spec.options),

@@ -255,10 +255,11 @@ class StudySpec:
                     "or positions"
                 )
             return
-        positions = tuple(_integer(p) for p in self.select)
-        if not positions or any(p is None or p < 0 for p in positions):
+        given = tuple(_integer(p) for p in self.select)
+        positions = tuple(p for p in given if p is not None and p >= 0)
+        if not positions or len(positions) != len(given):
             raise ValueError(f"select={self.select!r}: positions must be non-negative integers, at least one")
-        repeated = sorted({p for p in positions if positions.count(p) > 1})  # type: ignore[misc]
+        repeated = sorted({p for p in positions if positions.count(p) > 1})
         if repeated:
             raise ValueError(f"select={self.select!r} repeats position(s) {', '.join(map(str, repeated))}")
         object.__setattr__(self, "select", positions)
