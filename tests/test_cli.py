@@ -75,7 +75,8 @@ def test_no_inputs_and_bad_option_values(tmp_path: Path, capsys: pytest.CaptureF
     assert exit_info.value.code == 2  # argparse's own usage error
 
 
-def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     tiny_vit: str) -> None:
     out = tmp_path / "o"
     out.mkdir()
     keep = out / "notes.txt"
@@ -95,7 +96,8 @@ def test_resume_of_a_directory_without_a_study(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_train_topic_head_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["train", "minilm-topics", "--epochs", "3", "--out", str(tmp_path / "a")], capsys, "--epochs applies to mnist-vit")
+    _fails(["train", "minilm-topics", "--epochs", "3", "--out", str(tmp_path / "a")], capsys,
+           "--epochs applies to mnist-vit")
     main(["train", "minilm-topics", "--out", str(tmp_path / "head")])
     assert {p.name for p in (tmp_path / "head").iterdir()} >= {"config.json", "training.json"}
     assert "'test_accuracy'" in capsys.readouterr().out

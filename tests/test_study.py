@@ -97,7 +97,8 @@ def _same_results(a: Path, b: Path) -> None:
         for kind in ("trajectories", "baselines"):
             ta, tb = getattr(sa, kind)[algorithm], getattr(sb, kind)[algorithm]
             for name in ("x", "y", "step", "eigenvalue", "status", "stalls", "iteration"):
-                np.testing.assert_array_equal(getattr(ta, name), getattr(tb, name), err_msg=f"{kind} {algorithm}.{name}")
+                np.testing.assert_array_equal(getattr(ta, name), getattr(tb, name),
+                                              err_msg=f"{kind} {algorithm}.{name}")
         ia, ib = sa.interpretations[algorithm], sb.interpretations[algorithm]
         np.testing.assert_array_equal(ia.inputs, ib.inputs)
         np.testing.assert_array_equal(ia.logits, ib.logits)
@@ -160,7 +161,8 @@ def test_interpretation_of_the_start_reproduces_the_input(whole: Path) -> None:
     decoded0 = study.interpretations["simec"].inputs[:, 0]
     # the pseudo-inverse of a full-row-rank patch embedding is exact up to float32 rounding
     np.testing.assert_allclose(decoded0, raw, atol=1e-4)
-    np.testing.assert_allclose(study.interpretations["simec"].logits[:, 0], study.trajectories["simec"].y[:, 0], atol=1e-4)
+    np.testing.assert_allclose(study.interpretations["simec"].logits[:, 0], study.trajectories["simec"].y[:, 0],
+                               atol=1e-4)
 
 
 # --------------------------------------------------------------------------- interruptions and crashes

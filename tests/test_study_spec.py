@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manifold_jax.explore import ExploreConfig, Relative
+from manifold_jax.explore import Absolute, ExploreConfig, Relative
 from manifold_jax.study import ImageFile, MnistImage, StudySpec, Text, atomic
 from manifold_jax.study.manifest import Manifest, directory_digest, state_digest
 
@@ -58,7 +58,8 @@ def test_engine_options_flow_through_to_the_engine_config() -> None:
     assert config == ExploreConfig(algorithm="simexp", eta=2.5, mode="rev", chunk_size=20, save_every=10,
                                    threshold=Relative(1e-3))
     assert (spec.eta, spec.save_every, spec.chunk_size, spec.spectrum) == (2.5, 10, 20, "gram")
-    assert StudySpec(model="m", inputs=("a",), options={"threshold": "reference"}).config("simec").threshold.atol == 0.01
+    reference = StudySpec(model="m", inputs=("a",), options={"threshold": "reference"}).config("simec")
+    assert reference.threshold == Absolute(0.01)
     json.dumps(json.loads(spec.to_json()))  # JSON all the way down
 
 

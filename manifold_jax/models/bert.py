@@ -21,15 +21,15 @@ import numpy as np
 from manifold_jax._xla import jit
 
 from .base import BoundsKind, Context, Task
+from .common import measured_box
 from .errors import UnsupportedModelError
 from .layers import Encoder, EncoderConfig, LayerNorm, dense, get_activation
-from .common import measured_box
 from .weights import (
     NameTable,
     Rule,
     dense_rules,
-    norm_rules,
     load_params,
+    norm_rules,
     read_checkpoint,
 )
 

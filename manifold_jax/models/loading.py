@@ -26,8 +26,10 @@ from .bert import Bert, load_bert
 from .embedded import embedded_path, is_embedded, unknown_name_message
 from .errors import UnsupportedModelError
 from .hf_vit import load_hf_vit
-from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE, SentenceClassifier, load_sentence_classifier
-from .vit import MODEL_TYPE as MANIFOLD_VIT, ViT, load_manifold_vit
+from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE
+from .sentence import SentenceClassifier, load_sentence_classifier
+from .vit import MODEL_TYPE as MANIFOLD_VIT
+from .vit import ViT, load_manifold_vit
 
 Model = Bert | ViT | SentenceClassifier
 

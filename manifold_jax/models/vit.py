@@ -81,7 +81,7 @@ class ViTConfig:
         if any(s <= 0 for s in self.image_std):
             raise ValueError(f"image_std must be positive, got {self.image_std}")
         object.__setattr__(self, "id2label", tuple(str(v) for v in self.id2label))
-        self.encoder  # validates heads / activation
+        _ = self.encoder  # validates heads / activation
 
     @property
     def grid(self) -> int:

@@ -361,7 +361,8 @@ class StudySpec:
             options = {k: data.pop(k) for k in list(data) if k in _ENGINE_FIELDS}
             data["options"] = options
         elif version != SPEC_FORMAT:
-            raise ValueError(f"spec.json has format {version!r}; this version of manifold-jax reads 1 and {SPEC_FORMAT}")
+            raise ValueError(f"spec.json has format {version!r}; this version of manifold-jax reads formats "
+                             f"1 and {SPEC_FORMAT}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -213,7 +213,8 @@ def read_spec(root: str | os.PathLike[str], manifest: Manifest | None = None) ->
     try:
         return StudySpec.from_json(path.read_text(encoding="utf-8"))
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise StudyDamagedError(path, f"not a valid study spec ({str(exc).splitlines()[0]})", recoverable=False) from None
+        reason = f"not a valid study spec ({str(exc).splitlines()[0]})"
+        raise StudyDamagedError(path, reason, recoverable=False) from None
 
 
 # --------------------------------------------------------------------------- reading a study back
