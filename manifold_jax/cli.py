@@ -1,4 +1,4 @@
-"""The ``manifold-jax`` command line: explore, report, demo, train.
+"""The ``manifold-jax`` command line: explore, report, view, demo, train.
 
 Every failure a user or the machine can cause (a missing or corrupt file, an unknown model,
 an input of the wrong kind, a selection out of range, a full or read-only disk, a non-empty
@@ -194,9 +194,15 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", parents=[common], help="metrics and figures for a finished study",
                        description="Compute every metric, draw the figures and write report.md for a study directory.")
     r.add_argument("directory", help="a study directory written by 'explore'")
-    r.add_argument("--no-figures", action="store_true", help="metrics and report.md only")
+    r.add_argument("--no-figures", action="store_true", help="metrics, report.md and report.html only")
     r.add_argument("--partial", action="store_true",
                    help="report the finished explorations of an unfinished study (default: refuse it)")
+
+    v = sub.add_parser("view", parents=[common], help="open a study's interactive report.html in the browser",
+                       description="Open report.html (built first when missing) in the default browser; where there "
+                                   "is none (a headless machine), print its path.")
+    v.add_argument("directory", help="a study directory written by 'explore'")
+    v.add_argument("--rebuild", action="store_true", help="rebuild the report first even when report.html exists")
 
     d = sub.add_parser("demo", parents=[common],
                        help="the README's main job: SiMEC and SiMExp on MNIST digits and sentences",
@@ -373,7 +379,7 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"== {name}: {spec.model}")
         run_study(spec, out / name, overwrite=args.overwrite, progress=not args.quiet)
         build_report(out / name)
-    print(f"demo written to {out}/ (images/report.md, text/report.md, figures/*.png)")
+    print(f"demo written to {out}/ (images/ and text/: report.html, report.md, figures/*.png)")
 
 
 def _demo_texts(demo: tuple[list[str], Any, tuple[str, ...]]) -> tuple[str, ...]:
@@ -493,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     # the CLI never needs torch; transformers' advice that it is missing is noise here
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    handlers = {"explore": _explore, "report": _report, "demo": _demo, "train": _train}
+    handlers = {"explore": _explore, "report": _report, "view": _view, "demo": _demo, "train": _train}
     shown = warnings.showwarning
     if not args.debug:
         _one_line_warnings(args.command)
@@ -512,6 +518,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(status) from None
     finally:
         warnings.showwarning = shown
+
+
+def _view(args: argparse.Namespace) -> None:
+    from manifold_jax.report_html import view
+
+    view(args.directory, rebuild=args.rebuild)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def snapshot_indices(saved: int, count: int = 4) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, saved - 1, count + 1)[1:]})
 
 
-def _project(runs: dict[str, np.ndarray], select: np.ndarray) -> dict[str, np.ndarray]:
+def project_trajectories(runs: dict[str, np.ndarray], select: np.ndarray) -> dict[str, np.ndarray]:
     """Selected-token trajectories (S, n, d) projected on the top two right singular vectors
     of all runs' displacements from the start, stacked."""
     flat = {name: x[:, select].reshape(x.shape[0], -1) for name, x in runs.items()}
@@ -80,7 +80,7 @@ def exploration_figure(
                 _show_image(ax, decoded_images[algorithm][s], caption)
             row += 1
     ax = fig.add_subplot(grid[row, :])
-    projected = _project(points, select)
+    projected = project_trajectories(points, select)
     for n_alg, algorithm in enumerate(algorithms):
         xy = projected[algorithm]
         pred = np.argmax(logits[algorithm], axis=1)

@@ -3,7 +3,8 @@
 Writes ``metrics.json`` (every metric of DESIGN section 6 per input and algorithm, the
 gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a table of
 the paper's Table-1 metrics and, for text models, the decoded sentences with the
-changed tokens marked).
+changed tokens marked) and ``report.html`` (the interactive page of
+:mod:`manifold_jax.report_html`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from manifold_jax import analysis
+from manifold_jax.report_html import write_report_html
 from manifold_jax.study import Study, StudyIncompleteError, load_model, load_study
 from manifold_jax.study.atomic import remove_temporaries
 from manifold_jax.study.storage import StudyFiles
@@ -85,7 +87,7 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def build_report(
     path: str | Path, *, figures: bool = True, partial: bool = False, echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Compute metrics, draw figures and write report.md for the study at ``path``.
+    """Compute metrics, draw figures and write report.md and report.html for the study at ``path``.
 
     A study with an unfinished exploration raises StudyIncompleteError naming it, unless
     ``partial``, which reports the finished ones and says which are missing. Every file is
@@ -107,7 +109,10 @@ def build_report(
     if figures:
         _draw(study, model, files)
     files.write_text("report.md", _markdown(study, metrics, sentences))
-    echo(f"report: {out / 'report.md'} ({len(study.spec.inputs)} inputs, {', '.join(study.trajectories)})")
+    write_report_html(study, metrics, out / "report.html", model=model)
+    files.manifest.record(out / "report.html")
+    echo(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(study.spec.inputs)} inputs, "
+         f"{', '.join(study.trajectories)})")
     return metrics
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from manifold_jax.attribution import SELECTIONS
 from manifold_jax.data.mnist import N_IMAGES as MNIST_IMAGES
-from manifold_jax.explore import ALGORITHMS, ExploreConfig, Relative
+from manifold_jax.explore import ALGORITHMS, Absolute, ExploreConfig, Relative
 from manifold_jax.models.base import Task
 
 BOUNDS: tuple[str, ...] = ("theoretical", "measured", "none")
@@ -287,10 +287,24 @@ class StudySpec:
         return ExploreConfig(algorithm=algorithm, **engine_keywords(self.options))  # type: ignore[arg-type]
 
     def option(self, name: str) -> Any:
-        """An engine option as the study gives it (JSON value), else the engine's default."""
+        """An engine option as the study gives it (a JSON value), else the engine's default (as JSON where it
+        is a threshold: a relative level, or "reference" for the authors' absolute 0.01)."""
         if name in self.options:
             return self.options[name]
-        return getattr(ExploreConfig(algorithm=self.algorithms[0]), name)  # type: ignore[arg-type]
+        value = getattr(ExploreConfig(algorithm=self.algorithms[0]), name)  # type: ignore[arg-type]
+        if isinstance(value, Relative):
+            return value.rtol
+        if isinstance(value, Absolute):
+            return "reference" if value.atol == Absolute().atol else value.atol
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """The spec as one flat JSON mapping: its own fields beside every engine option it sets or shows."""
+        flat = json.loads(self.to_json())
+        flat.pop("format")
+        options = flat.pop("options")
+        shown = ("eta", "threshold", "step_rule", "spectrum", "blocks", "output_metric", "save_every", "chunk_size")
+        return {**flat, **{name: self.option(name) for name in shown}, **options}
 
     @property
     def save_every(self) -> int:
