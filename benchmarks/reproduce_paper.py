@@ -26,7 +26,7 @@ import jax
 
 from manifold_jax.data import demo_sentences, load_sentences, mnist_split
 from manifold_jax.report import build_report
-from manifold_jax.runs import StudySpec, run_study
+from manifold_jax.study import MnistImage, StudyInput, StudySpec, Text, run_study
 
 COLUMNS = (
     ("prediction_changes", "prediction changes"),
@@ -70,18 +70,18 @@ READING = "## Reading of the run"
 """A hand-written section after this heading in an existing table file survives a rerun."""
 
 
-def _inputs(kind: str, count: int) -> tuple[str, ...]:
+def _inputs(kind: str, count: int) -> tuple[StudyInput, ...]:
     if kind == "images":
         split = mnist_split(seed=0)
         labels = split.test_labels
         chosen = []
         for digit in range(10):  # one held-out image per digit first, then the next ones
             chosen += [int(i) for i, lab in zip(split.test_index, labels, strict=True) if lab == digit][:1]
-        return tuple(f"mnist:{i}" for i in chosen[:count])
+        return tuple(MnistImage(i) for i in chosen[:count])
     texts = list(demo_sentences()[0])  # kept out of the head's training data
     if len(texts) < count:
         texts += [t for t in load_sentences()[0] if t not in texts]
-    return tuple(texts[:count])
+    return tuple(Text(t) for t in texts[:count])
 
 
 def _fmt(v: object) -> str:
@@ -107,8 +107,8 @@ def main() -> None:
             continue
         for eta in args.etas:
             spec = StudySpec(
-                model=model, inputs=_inputs(kind, args.inputs), steps=args.steps, eta=eta,
-                save_every=max(1, args.steps // 100), threshold=threshold,
+                model=model, inputs=_inputs(kind, args.inputs), steps=args.steps,
+                options={"eta": eta, "save_every": max(1, args.steps // 100), "threshold": threshold},
             )
             out = Path(args.out) / f"{kind}_eta{eta:g}"
             t0 = time.time()
@@ -131,7 +131,8 @@ def main() -> None:
     ]
     for kind, model, eta, run, values, _ in rows:
         cells = [_fmt(values.get(key)) for key, _ in COLUMNS]
-        lines.append(f"| {kind} | {model} | {eta:g} | {run} | " + " | ".join(cells) + f" | {_fmt(values.get('log10_volume_ratio'))} |")
+        ratio = _fmt(values.get("log10_volume_ratio"))
+        lines.append(f"| {kind} | {model} | {eta:g} | {run} | " + " | ".join(cells) + f" | {ratio} |")
     lines += ["", PAPER_NOTE]
     print(write_table(Path(args.table), lines))
 

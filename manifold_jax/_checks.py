@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable
+from types import FrameType
 from typing import Any
 
 import jax
@@ -62,7 +63,7 @@ def check_float_array(name: str, value: Any, ndims: Iterable[int]) -> Any:
         except Exception as exc:  # pragma: no cover - exotic inputs
             raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
     dtype = np.dtype(arr.dtype) if not jax.dtypes.issubdtype(arr.dtype, jax.dtypes.prng_key) else None
-    if dtype is None or dtype == object or not (
+    if dtype is None or dtype.kind == "O" or not (
         np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
     ):
         raise TypeError(f"{name} must be a real floating-point array, got dtype {arr.dtype}")
@@ -92,14 +93,21 @@ def check_real(name: str, value: Any, *, positive: bool = False, low: float | No
     return out
 
 
-def check_count(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> int | None:
-    """``value`` as an int >= ``minimum`` (numpy integers included, bools refused); None if ``optional``."""
-    if value is None and optional:
-        return None
+def _count(name: str, value: Any, minimum: int, optional: bool) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
     return int(value)
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (numpy integers included, bools refused)."""
+    return _count(name, value, minimum, optional=False)
+
+
+def check_optional_count(name: str, value: Any, *, minimum: int = 1) -> int | None:
+    """None, or ``value`` as an int >= ``minimum`` (as :func:`check_count`)."""
+    return None if value is None else _count(name, value, minimum, optional=True)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -107,7 +115,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn with the location of the first caller outside manifold_jax (where the user can act)."""
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
         frame = frame.f_back
         level += 1

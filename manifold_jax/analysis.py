@@ -634,7 +634,11 @@ def summarize(
     """
     if (logits is None) == (probs is None):
         raise ValueError("logits: give exactly one of logits or probs")
-    p = softmax(_scores(logits, "logits")) if logits is not None else _probs(probs, "probs")
+    if logits is not None:
+        p = softmax(_scores(logits, "logits"))
+    else:
+        assert probs is not None  # exactly one of the two, checked above
+        p = _probs(probs, "probs")
     t, k = p.shape
     pred = predictions(p)
     out: dict[str, Any] = {

@@ -27,7 +27,9 @@ third quartile (q3: the top quarter) of the importance of the explorable tokens.
 
 
 @jit(static_argnames=("static", "metric"))
-def _importance(dynamic: list[Any], x0: jax.Array, args: tuple[Any, ...], *, static: StaticPart, metric: OutputMetric) -> jax.Array:
+def _importance(
+    dynamic: list[Any], x0: jax.Array, args: tuple[Any, ...], *, static: StaticPart, metric: OutputMetric
+) -> jax.Array:
     f = merge_callable(dynamic, static)
     n = x0.shape[1]
     index, valid = jnp.arange(n), jnp.ones((n,), bool)
@@ -70,12 +72,15 @@ def select_tokens(importance: Any, token_mask: Any, how: str | list[int]) -> np.
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
             raise ValueError(f"select must name a selection {SELECTIONS} or list positions, got {how!r}")
         if idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"select position {int(idx.max() if idx.max() >= n else idx.min())} is out of range: inputs have {n} positions (0..{n - 1})")
+            bad = int(idx.max() if idx.max() >= n else idx.min())
+            raise ValueError(f"select position {bad} is out of range: inputs have {n} positions (0..{n - 1})")
         out = np.zeros_like(mask)
         out[:, idx] = True
         if (out & ~mask).any():
             b, i = np.argwhere(out & ~mask)[0]
-            raise ValueError(f"select position {int(i)} is not an explorable token of item {int(b)} (special token or padding)")
+            raise ValueError(
+                f"select position {int(i)} is not an explorable token of item {int(b)} (special token or padding)"
+            )
         return out
     if how not in SELECTIONS:
         raise ValueError(f"select={how!r} is not supported; expected one of {', '.join(SELECTIONS)} or positions")

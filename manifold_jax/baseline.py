@@ -73,7 +73,8 @@ def _run(
         return c_next, jax.tree.map(lambda r: r[0], recs)
 
     stalls = jnp.zeros(x.shape[:1], jnp.int32)
-    carry, saved = jax.lax.scan(block, (x, keys, stalls), None, length=steps // save_every)
+    start: tuple[jax.Array, ...] = (x, keys, stalls)
+    carry, saved = jax.lax.scan(block, start, None, length=steps // save_every)
     _, last = one(carry, None)
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), saved, last)
 

@@ -23,7 +23,14 @@ import jax.numpy as jnp
 from jax.experimental.sparse.linalg import lobpcg_standard
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
-from manifold_jax._checks import check_count, check_finite, check_float_array, check_option, is_concrete
+from manifold_jax._checks import (
+    check_count,
+    check_finite,
+    check_float_array,
+    check_option,
+    check_optional_count,
+    is_concrete,
+)
 from manifold_jax._xla import jit
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 from manifold_jax.selection import Select, token_selection
@@ -355,7 +362,7 @@ def spectrum(
     metric = resolve_output_metric(output_metric)
     output_size(f, xj, args)
     dynamic, static = split_callable(f)
-    rank = check_count("rank", rank, optional=True)
+    rank = check_optional_count("rank", rank)
     iters = check_count("iters", iters)
     spec = _spectrum_jit(
         dynamic, xj, args, index, valid, key,

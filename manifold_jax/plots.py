@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 _MARKERS = "o^sDv<>pP*Xh"
-_COLOURS = plt.get_cmap("tab10").colors
+_COLOURS = plt.get_cmap("tab10")(np.arange(10))
 
 
 def _softmax(y: np.ndarray) -> np.ndarray:
@@ -34,7 +34,7 @@ def snapshot_indices(saved: int, count: int = 4) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, saved - 1, count + 1)[1:]})
 
 
-def _project(runs: dict[str, np.ndarray], select: np.ndarray) -> dict[str, np.ndarray]:
+def project_trajectories(runs: dict[str, np.ndarray], select: np.ndarray) -> dict[str, np.ndarray]:
     """Selected-token trajectories (S, n, d) projected on the top two right singular vectors
     of all runs' displacements from the start, stacked."""
     flat = {name: x[:, select].reshape(x.shape[0], -1) for name, x in runs.items()}
@@ -68,7 +68,7 @@ def exploration_figure(
     fig = plt.figure(figsize=(3.2 * max(len(snaps) + 1, 3), 3.0 * (2 + image_rows * len(algorithms)) + 0.5))
     grid = fig.add_gridspec(2 + image_rows * len(algorithms), max(len(snaps) + 1, 2))
     row = 0
-    if image_rows:
+    if original_image is not None and decoded_images:
         for algorithm in algorithms:
             probs = _softmax(logits[algorithm])
             ax = fig.add_subplot(grid[row, 0])
@@ -76,10 +76,11 @@ def exploration_figure(
             for col, s in enumerate(snaps, start=1):
                 ax = fig.add_subplot(grid[row, col])
                 top = int(np.argmax(probs[s]))
-                _show_image(ax, decoded_images[algorithm][s], f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})")
+                caption = f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})"
+                _show_image(ax, decoded_images[algorithm][s], caption)
             row += 1
     ax = fig.add_subplot(grid[row, :])
-    projected = _project(points, select)
+    projected = project_trajectories(points, select)
     for n_alg, algorithm in enumerate(algorithms):
         xy = projected[algorithm]
         pred = np.argmax(logits[algorithm], axis=1)
@@ -98,7 +99,8 @@ def exploration_figure(
     # ranking of the unlikely classes, which a log axis shows
     confident = min(float(_softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
     for n_alg, algorithm in enumerate(algorithms):
-        ax = fig.add_subplot(grid[row, n_alg * (grid.ncols // len(algorithms)):(n_alg + 1) * (grid.ncols // len(algorithms))])
+        width = grid.ncols // len(algorithms)
+        ax = fig.add_subplot(grid[row, n_alg * width : (n_alg + 1) * width])
         probs = _softmax(logits[algorithm])
         for c in range(probs.shape[1]):
             ax.plot(iterations, probs[:, c], color=_COLOURS[c % 10], lw=1.2, label=labels[c])

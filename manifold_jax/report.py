@@ -3,11 +3,13 @@
 Writes ``metrics.json`` (every metric of DESIGN section 6 per input and algorithm, the
 gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a table of
 the paper's Table-1 metrics and, for text models, the decoded sentences with the
-changed tokens marked).
+changed tokens marked) and ``report.html`` (the interactive page of
+:mod:`manifold_jax.report_html`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,10 @@ from typing import Any
 import numpy as np
 
 from manifold_jax import analysis
-from manifold_jax.runs import Study, load_model, load_study
+from manifold_jax.report_html import write_report_html
+from manifold_jax.study import Study, StudyIncompleteError, load_model, load_study
+from manifold_jax.study.atomic import remove_temporaries
+from manifold_jax.study.storage import StudyFiles
 
 HEADLINE = (
     ("prediction_changes", "prediction changes"),
@@ -35,7 +40,7 @@ def study_metrics(study: Study) -> dict[str, Any]:
     select = study.inputs["select"]
     per_input = []
     for b, source in enumerate(study.spec.inputs):
-        entry: dict[str, Any] = {"input": source}
+        entry: dict[str, Any] = {"input": str(source)}
         for algorithm, traj in study.trajectories.items():
             timing = study.timing.get(algorithm, {})
             seconds = timing.get("seconds_per_iteration")
@@ -50,7 +55,8 @@ def study_metrics(study: Study) -> dict[str, Any]:
             )
             if algorithm in study.baselines:
                 entry[f"baseline_{algorithm}"] = analysis.summarize(
-                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b], token_mask=select[b],
+                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b],
+                    token_mask=select[b],
                 )
         per_input.append(entry)
     return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
@@ -72,25 +78,41 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             row["log10_volume_ratio"] = float(np.mean(ratios))
         final_same = [e[kind]["final_class"] == e[kind]["original_class"] for e in per_input]
         row["inputs_keeping_prediction"] = float(np.mean(final_same))
-        row["inputs_changing_ranking"] = float(np.mean([e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]))
+        changing = [e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]
+        row["inputs_changing_ranking"] = float(np.mean(changing))
         out[kind] = row
     return out
 
 
-def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compute metrics, draw figures and write report.md for the study at ``path``."""
+def build_report(
+    path: str | Path, *, figures: bool = True, partial: bool = False, echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compute metrics, draw figures and write report.md and report.html for the study at ``path``.
+
+    A study with an unfinished exploration raises StudyIncompleteError naming it, unless
+    ``partial``, which reports the finished ones and says which are missing. Every file is
+    written atomically and recorded in the study's manifest.
+    """
     study = load_study(path)
-    if not study.trajectories:
-        raise ValueError(f"{path}: no finished exploration to report on (resume it first)")
+    missing = ", ".join(f"{a} ({done} of {study.spec.steps} steps)" for a, done in study.unfinished.items())
+    if study.unfinished and (not partial or not study.trajectories):
+        raise StudyIncompleteError(Path(path), study.unfinished, study.spec.steps)
+    if missing:
+        echo(f"report: unfinished, left out: {missing}")
     metrics = study_metrics(study)
     out = Path(path)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    remove_temporaries(out)  # leftovers of a report that was killed while writing
+    files = StudyFiles(out)
+    files.write_text("metrics.json", json.dumps(metrics, indent=2))
     model = load_model(study.spec) if study.inputs.get("raw") is None else None
     sentences = _sentences(study, model) if model is not None else {}
     if figures:
-        _draw(study, model, out / "figures")
-    (out / "report.md").write_text(_markdown(study, metrics, sentences))
-    echo(f"report: {out / 'report.md'} ({len(study.spec.inputs)} inputs, {', '.join(study.trajectories)})")
+        _draw(study, model, files)
+    files.write_text("report.md", _markdown(study, metrics, sentences))
+    write_report_html(study, metrics, out / "report.html", model=model)
+    files.manifest.record(out / "report.html")
+    echo(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(study.spec.inputs)} inputs, "
+         f"{', '.join(study.trajectories)})")
     return metrics
 
 
@@ -115,33 +137,34 @@ def _sentences(study: Study, model: Any) -> dict[str, list[list[tuple[int, str]]
     return out
 
 
-def _draw(study: Study, model: Any, folder: Path) -> None:
+def _draw(study: Study, model: Any, files: StudyFiles) -> None:
     from manifold_jax.plots import exploration_figure, importance_figure
 
-    folder.mkdir(parents=True, exist_ok=True)
+    files.path("figures").mkdir(parents=True, exist_ok=True)
     ctx = study.context
-    labels = study.spec.labels or tuple(str(i) for i in range(study.trajectories[next(iter(study.trajectories))].y.shape[-1]))
+    outputs = next(iter(study.trajectories.values())).y.shape[-1]
+    labels = study.spec.labels or tuple(str(i) for i in range(outputs))
     raw = study.inputs.get("raw")
     for b, source in enumerate(study.spec.inputs):
-        name = _input_name(source, b)
+        name = _input_name(str(source), b)
         iterations = next(iter(study.trajectories.values())).iteration
-        exploration_figure(
-            folder / f"input{b:02d}_exploration.png",
+        files.write_with(f"figures/input{b:02d}_exploration.png", functools.partial(
+            exploration_figure,
             title=name, labels=labels,
             logits={a: t.y[b] for a, t in study.trajectories.items()},
             points={a: t.x[b] for a, t in study.trajectories.items()},
             select=study.inputs["select"][b], iterations=iterations,
             original_image=None if raw is None else raw[b],
             decoded_images=None if raw is None else {a: i.inputs[b] for a, i in study.interpretations.items()},
-        )
+        ))
         tokens = None
         if model is not None:
             tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
-        importance_figure(
-            folder / f"input{b:02d}_importance.png", title=name, importance=study.inputs["importance"][b],
+        files.write_with(f"figures/input{b:02d}_importance.png", functools.partial(
+            importance_figure, title=name, importance=study.inputs["importance"][b],
             token_mask=ctx["token_mask"][b], select=study.inputs["select"][b],
             image=None if raw is None else raw[b], tokens=tokens,
-        )
+        ))
 
 
 def _fmt(value: Any) -> str:
@@ -159,6 +182,10 @@ def _percent(fraction: Any) -> str:
     return f"{100 * float(fraction):.0f} %"
 
 
+def _label(labels: tuple[str, ...], c: int) -> str:
+    return labels[c] if labels else str(c)
+
+
 def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[list[tuple[int, str]]]]) -> str:
     spec = study.spec
     lines = [
@@ -170,7 +197,8 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
         "",
         "## Means over inputs",
         "",
-        "| run | prediction changes | class-ranking changes | mean Spearman | log10 volume ratio | inputs keeping their prediction | inputs changing a ranking |",
+        "| run | prediction changes | class-ranking changes | mean Spearman | log10 volume ratio "
+        "| inputs keeping their prediction | inputs changing a ranking |",
         "|---|---|---|---|---|---|---|",
     ]
     for kind, row in metrics["means"].items():
@@ -179,6 +207,9 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
             f"{_fmt(row['ranking_spearman_mean'])} | {_fmt(row.get('log10_volume_ratio'))} | "
             f"{_fmt(row['inputs_keeping_prediction'])} | {_fmt(row['inputs_changing_ranking'])} |"
         )
+    if study.unfinished:
+        missing = ", ".join(f"{a} ({done} of {spec.steps} steps)" for a, done in study.unfinished.items())
+        lines += ["", f"Unfinished and left out of this report: {missing}."]
     lines += ["", "## Per input", ""]
     labels = spec.labels
     for b, entry in enumerate(metrics["inputs"]):
@@ -186,10 +217,10 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
         lines.append("")
         for algorithm in study.trajectories:
             m = entry[algorithm]
-            name = (lambda c: labels[c] if labels else str(c))
             interp = m.get("interpretation", {})
             lines.append(
-                f"- **{algorithm}**: class {name(m['original_class'])} -> {name(m['final_class'])}; "
+                f"- **{algorithm}**: class {_label(labels, m['original_class'])} -> "
+                f"{_label(labels, m['final_class'])}; "
                 f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
                 f"interpretation agrees with the embedding's prediction at "
                 f"{_percent(interp.get('prediction_agreement'))} of the saved points"
@@ -198,6 +229,7 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
                 lines.append(f"    - t={iteration}: {text}")
         lines.append("")
     timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
-    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {len(spec.inputs)})" for a, s in timing.items()), ""]
+    batch = len(spec.inputs)
+    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {batch})" for a, s in timing.items()), ""]
     lines += ["Changed tokens are marked *like this*. Figures: `figures/`.", ""]
     return "\n".join(lines)

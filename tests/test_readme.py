@@ -16,7 +16,8 @@ def test_the_python_tour_runs_and_its_shape_comments_are_right() -> None:
     assert len(blocks) == 3, "the tour has a geometry block, an exploration block and a continuation block"
     code = "\n".join(blocks)
     # a tenth of the steps: the shapes below scale with them
-    code = code.replace("steps=1000", "steps=100").replace("steps=500", "steps=50").replace("progress=True", "progress=False")
+    for full, small in (("steps=1000", "steps=100"), ("steps=500", "steps=50"), ("progress=True", "progress=False")):
+        code = code.replace(full, small)
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     ns = namespace

@@ -13,6 +13,7 @@ problem and the explicit state), ``iteration`` (one pure step of one item), ``lo
 compiled, chunked, vmapped loop and the Trajectory it returns).
 """
 
+from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
 from manifold_jax.explore.loop import RECORD_FIELDS, Trajectory, explore, in_slices, simec, simexp, slice_size
 from manifold_jax.explore.options import (
     ALGORITHMS,
@@ -33,7 +34,6 @@ from manifold_jax.explore.options import (
     Relative,
 )
 from manifold_jax.explore.problem import ExplorationState, Problem, init_state, prepare, prepare_problem
-from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
 
 __all__ = [
     "ALGORITHMS",

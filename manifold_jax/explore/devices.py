@@ -14,7 +14,7 @@ back to every host (``multihost_utils.process_allgather``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,7 @@ def resolve_devices(devices: Devices) -> list[Any] | None:
             raise ValueError(f"devices={devices}: between 1 and the {len(available)} available device(s)")
         chosen = list(available[: int(devices)])
     else:
-        chosen = list(devices)
+        chosen = list(cast(Sequence[Any], devices))
         if not chosen:
             raise ValueError("devices: give at least one device")
     return chosen if len(chosen) > 1 else None

@@ -328,11 +328,11 @@ def _continuation_step(
     token_valid = jnp.broadcast_to(valid[:, None], (m, d))
 
     def spectrum_on(free: jax.Array) -> Spectrum:
-        if jac is None:  # matfree: no active set, no correction (refused at configuration)
+        if jac is None or factor is None:  # matfree: no active set, no correction (refused at configuration)
             return spec
         return REDUCED_SPECTRA[cfg.spectrum](factor_blocks(jac * free[None].astype(dtype), factor, cfg.blocks))
 
-    def propose(free: jax.Array) -> dict[str, jax.Array]:
+    def propose(free: jax.Array) -> dict[str, Any]:
         """The move (m, d) and what it is made of, with the coordinates outside ``free`` frozen."""
         sp = spectrum_on(free)
         freef = free.astype(dtype)
@@ -342,6 +342,7 @@ def _continuation_step(
         )
         ok = ok & block_valid
         if guide == "target":
+            assert jac is not None  # targets need the Jacobian (refused with matfree)
             jac_f = (jac * freef[None]).reshape(k, m * d)
             tangent, length = _unit(min_norm_solve(jac_f, _target_change(y, target, target_output)))
             tangent = tangent.reshape(m, d)
@@ -353,7 +354,8 @@ def _continuation_step(
             nonnull = jax.vmap(partial(visible_mask, cfg, dtype=dtype))(sp.eigenvalues)
             along = jax.vmap(_project_off)(jnp.where(nonnull[..., None], sp.eigenvectors, 0.0), toward)
             tangent, reach = _unit(_tokens_of(along, m, d))
-            ok = jnp.broadcast_to(reach > numerical_floor(dtype) * (1 + jnp.linalg.norm(toward)), ok.shape) & block_valid
+            reachable = reach > numerical_floor(dtype) * (1 + jnp.linalg.norm(toward))
+            ok = jnp.broadcast_to(reachable, ok.shape) & block_valid
             quad = jnp.zeros_like(quad)
         else:
             per_block = jnp.where(ok[:, None], dirs, 0.0)
@@ -369,6 +371,7 @@ def _continuation_step(
             step_sizes = jnp.where(ok, delta, 0.0)
         correction = jnp.zeros_like(move)
         if cfg.corrector is not None:
+            assert jac is not None  # the corrector needs the Jacobian (refused with matfree)
             a = measure_jacobian(y, jac * freef[None], on).reshape(k, m * d)
             residual = measured_outputs(y, on) - phi_anchor
             correction = -min_norm_solve(a, residual).reshape(m, d)
@@ -394,10 +397,11 @@ def _continuation_step(
     error = jnp.full((), jnp.nan, dtype)
     corrections = jnp.zeros((), jnp.int32)
     # the corrector iterates to its own tolerance; an adaptive step is accepted at the controller's
-    chord_tol = cfg.corrector.tol if cfg.corrector is not None else jnp.inf
-    tol = jnp.asarray(cfg.step_rule.tol if isinstance(cfg.step_rule, Adaptive) else chord_tol, dtype)
-    chord_tol = jnp.asarray(chord_tol if cfg.corrector is not None else tol, dtype)
+    corrector_tol = cfg.corrector.tol if cfg.corrector is not None else jnp.inf
+    tol = jnp.asarray(cfg.step_rule.tol if isinstance(cfg.step_rule, Adaptive) else corrector_tol, dtype)
+    chord_tol = jnp.asarray(corrector_tol, dtype) if cfg.corrector is not None else tol
     if evaluate:
+        assert jac is not None  # evaluated steps need the Jacobian (refused with matfree)
         freef = free.astype(dtype)
 
         def outputs_at(sel: jax.Array) -> jax.Array:
@@ -412,7 +416,9 @@ def _continuation_step(
             chord = measure_jacobian(y, jac * freef[None], on).reshape(k, m * d)
             max_iters = cfg.corrector.max_iters if cfg.corrector is not None else 0
 
-            def cond(c: tuple[jax.Array, ...]) -> jax.Array:
+            Chord = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+
+            def cond(c: Chord) -> jax.Array:
                 return ~c[3]
 
             # with a corrector the error is the distance from x0's level; without one, the
@@ -429,7 +435,7 @@ def _continuation_step(
                 kept = (free & ~blocked).astype(dtype)
                 return -min_norm_solve((chord_flat * kept[None]).reshape(k, m * d), residual).reshape(m, d) * kept
 
-            def body(c: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+            def body(c: Chord) -> Chord:
                 sel, _, j, _ = c
                 residual = outputs_at(sel) - level
                 err = jnp.max(jnp.abs(residual))
@@ -543,7 +549,9 @@ def step(
     if not isinstance(config, ExploreConfig):
         raise TypeError(f"config must be an ExploreConfig, got {type(config).__name__}")
     if state.x.ndim != 2:
-        raise ValueError(f"step takes one item's state, x (n, d); got x of shape {tuple(state.x.shape)} (vmap it for a batch)")
+        raise ValueError(
+            f"step takes one item's state, x (n, d); got x of shape {tuple(state.x.shape)} (vmap it for a batch)"
+        )
     if state.anchor.shape[-1] == 0:
         raise ValueError("the state has no anchor f(x0): build it with init_state(x0, key, f=f, args=args)")
     x = state.x

@@ -23,6 +23,7 @@ from manifold_jax._callables import StaticPart, merge_callable
 from manifold_jax._checks import check_count
 from manifold_jax._xla import jit
 from manifold_jax.explore.devices import Devices, pad_batch, padded_size, place, resolve_devices, to_host
+from manifold_jax.explore.iteration import NONFINITE, STALLED, Record, item_step
 from manifold_jax.explore.options import AUTO_BATCH_ROWS, ExploreConfig, ProbabilityLevel
 from manifold_jax.explore.problem import (
     ExplorationState,
@@ -31,7 +32,6 @@ from manifold_jax.explore.problem import (
     prepare,
     replace_state,
 )
-from manifold_jax.explore.iteration import NONFINITE, STALLED, Record, item_step
 from manifold_jax.selection import Select
 
 RECORD_FIELDS: tuple[str, ...] = (

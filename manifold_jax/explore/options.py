@@ -29,7 +29,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from manifold_jax._checks import check_count, check_option, check_real
+from manifold_jax._checks import check_count, check_option, check_optional_count, check_real
 from manifold_jax.geometry import BLOCKS, MATFREE_ITERS, METHODS, MODES, numerical_floor
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 
@@ -251,7 +251,7 @@ class ProbabilityLevel:
     def __post_init__(self) -> None:
         level = check_real("ProbabilityLevel(level)", self.level, low=0.0, high=1.0)
         object.__setattr__(self, "level", level)
-        object.__setattr__(self, "cls", check_count("ProbabilityLevel(cls)", self.cls, minimum=0, optional=True))
+        object.__setattr__(self, "cls", check_optional_count("ProbabilityLevel(cls)", self.cls, minimum=0))
         if not isinstance(self.below, bool):
             raise ValueError(f"ProbabilityLevel(below={self.below!r}) must be True or False")
 
@@ -389,10 +389,10 @@ class ExploreConfig:
             raise ValueError("tol= is the tolerance of step_rule='adaptive' or corrector='newton'; give one of them")
         set_("direction", resolve_direction(self.direction))
         set_("stop", resolve_stop(self.stop))
-        set_("batch_size", check_count("batch_size", self.batch_size, optional=True))
+        set_("batch_size", check_optional_count("batch_size", self.batch_size))
         for name in ("save_every", "chunk_size", "matfree_iters"):
             set_(name, check_count(name, getattr(self, name)))
-        set_("rank", check_count("rank", self.rank, optional=True))
+        set_("rank", check_optional_count("rank", self.rank))
         if isinstance(self.step_rule, Adaptive):
             self.step_rule.limits(self.eta)
         if self.algorithm == "simec" and self.null_direction == "eigenvector" and self.spectrum != "dense":
@@ -406,7 +406,9 @@ class ExploreConfig:
             if self.spectrum == "matfree":
                 raise ValueError("corrector= needs the Jacobian: use spectrum='gram', 'svd' or 'dense', not 'matfree'")
         if self.box == "active" and self.spectrum == "matfree":
-            raise ValueError("box='active' restricts the Jacobian to the free coordinates: use spectrum='gram', 'svd' or 'dense'")
+            raise ValueError(
+                "box='active' restricts the Jacobian to the free coordinates: use spectrum='gram', 'svd' or 'dense'"
+            )
         if self.continuation and self.spectrum == "matfree" and self.direction != "random":
             raise ValueError("direction='coherent' needs the Jacobian: use spectrum='gram', 'svd' or 'dense'")
 

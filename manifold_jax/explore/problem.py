@@ -231,7 +231,9 @@ class Problem:
         return (self.args, self.index, self.valid, self.lo, self.hi, target, target_output, goal)
 
 
-def _targets(target: Any, batch: int, k: int, anchor: jax.Array, dtype: Any) -> tuple[jax.Array | None, jax.Array | None]:
+def _targets(
+    target: Any, batch: int, k: int, anchor: jax.Array, dtype: Any
+) -> tuple[jax.Array | None, jax.Array | None]:
     """Class indices (B,) or output vectors (B, k) from a user target; refuses the current class."""
     if target is None:
         return None, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import flax.linen as nn
 import jax
@@ -21,15 +21,15 @@ import numpy as np
 from manifold_jax._xla import jit
 
 from .base import BoundsKind, Context, Task
+from .common import measured_box
 from .errors import UnsupportedModelError
 from .layers import Encoder, EncoderConfig, LayerNorm, dense, get_activation
-from .common import measured_box
 from .weights import (
     NameTable,
     Rule,
     dense_rules,
-    norm_rules,
     load_params,
+    norm_rules,
     read_checkpoint,
 )
 
@@ -270,7 +270,7 @@ class Bert:
         return BertModule(self.config, self.task)
 
     def _apply(self, *args: Any, method: str) -> jax.Array:
-        return self.module.apply({"params": self.params}, *args, method=getattr(BertModule, method))
+        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(BertModule, method)))
 
     @property
     def labels(self) -> tuple[str, ...]:

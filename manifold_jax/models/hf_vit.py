@@ -43,7 +43,7 @@ def _layer_rules(saved: str, module: str, fx: str, norm: bool = False) -> tuple[
     make = norm_rules if norm else dense_rules
     canonical = make(f"encoder.layer.{{i}}.{saved}", f"encoder/layers_{{i}}/{fx}")
     alias = make(f"layers.{{i}}.{module}", f"encoder/layers_{{i}}/{fx}")
-    return tuple(Rule((*a.hf_names, *b.hf_names), a.flax, a.transform) for a, b in zip(canonical, alias))
+    return tuple(Rule((*a.hf_names, *b.hf_names), a.flax, a.transform) for a, b in zip(canonical, alias, strict=True))
 
 
 HF_VIT_NAMES = NameTable(

@@ -26,8 +26,10 @@ from .bert import Bert, load_bert
 from .embedded import embedded_path, is_embedded, unknown_name_message
 from .errors import UnsupportedModelError
 from .hf_vit import load_hf_vit
-from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE, SentenceClassifier, load_sentence_classifier
-from .vit import MODEL_TYPE as MANIFOLD_VIT, ViT, load_manifold_vit
+from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE
+from .sentence import SentenceClassifier, load_sentence_classifier
+from .vit import MODEL_TYPE as MANIFOLD_VIT
+from .vit import ViT, load_manifold_vit
 
 Model = Bert | ViT | SentenceClassifier
 
@@ -62,7 +64,7 @@ def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> 
     snapshot downloaded by ``huggingface_hub`` (needs a reachable hub). Embedded names win
     over a local directory of the same name (write ``./mnist-vit`` for that one)."""
     if is_embedded(path_or_id):
-        return str(embedded_path(path_or_id))
+        return str(embedded_path(os.fspath(path_or_id)))
     path = os.fspath(path_or_id)
     if os.path.isdir(path):
         return path

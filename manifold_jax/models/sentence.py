@@ -80,7 +80,14 @@ def load_minilm_encoder(dtype: Any = jnp.float32, max_length: int | None = None)
     """MiniLM-L6 as a :class:`Bert` of task "encoder" (with its tokenizer), from the package."""
     from .loading import load
 
-    return load(minilm_path(), task="encoder", dtype=dtype, max_length=max_length)
+    return _as_encoder(load(minilm_path(), task="encoder", dtype=dtype, max_length=max_length))
+
+
+def _as_encoder(model: Any) -> Bert:
+    """A loaded model that must be a BERT encoder (the sentence classifier's)."""
+    if not isinstance(model, Bert):
+        raise UnsupportedModelError(f"the encoder must be a BERT model, got {type(model).__name__}")
+    return model
 
 
 def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -268,11 +275,12 @@ def load_sentence_classifier(
     if isinstance(encoder, Bert):
         bert = encoder
     elif os.fspath(encoder) == MINILM:
-        bert = load(minilm_path(), task="encoder", dtype=dtype, max_length=max_length)
+        bert = _as_encoder(load(minilm_path(), task="encoder", dtype=dtype, max_length=max_length))
     else:
         where = os.fspath(encoder)
         local = os.path.join(directory, where)
-        bert = load(local if os.path.isdir(local) else where, task="encoder", dtype=dtype, max_length=max_length)
+        bert = _as_encoder(load(local if os.path.isdir(local) else where, task="encoder", dtype=dtype,
+                                max_length=max_length))
     for name in ("classifier.weight", "classifier.bias"):
         if name not in weights:
             raise WeightsNotFoundError(f"{head_path} lacks {name}")

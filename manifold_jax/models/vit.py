@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import flax.linen as nn
 import jax
@@ -81,7 +81,7 @@ class ViTConfig:
         if any(s <= 0 for s in self.image_std):
             raise ValueError(f"image_std must be positive, got {self.image_std}")
         object.__setattr__(self, "id2label", tuple(str(v) for v in self.id2label))
-        self.encoder  # validates heads / activation
+        _ = self.encoder  # validates heads / activation
 
     @property
     def grid(self) -> int:
@@ -125,7 +125,8 @@ class ViTConfig:
         unknown = sorted(set(d) - known - {"model_type", "task"})
         if unknown:
             raise ValueError(f"unknown ViT config field(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**fields)
 
 
 MNIST_VIT = ViTConfig()
@@ -252,7 +253,7 @@ class ViT:
         return ViTModule(self.config, self.task)
 
     def _apply(self, *args: Any, method: str) -> jax.Array:
-        return self.module.apply({"params": self.params}, *args, method=getattr(ViTModule, method))
+        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(ViTModule, method)))
 
     @property
     def dtype(self) -> Any:
