@@ -100,19 +100,21 @@ def _engine_option(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), value
 
 
-ENGINE_FLAGS = ("eta", "threshold", "step_rule", "spectrum", "blocks", "output_metric", "save_every", "chunk_size")
+ENGINE_FLAGS = ("eta", "threshold", "step_rule", "spectrum", "blocks", "output_metric", "save_every", "chunk_size",
+                "direction", "box", "stop")
 """Exploration options with a flag of their own; any other ExploreConfig option goes through --option."""
 
 SPEC_FLAGS = ("model", "task", "algorithm", "select", "bounds", "seed", "max_length", "no_baseline",
-              "mnist", "image", "text", "text_file", "option", *ENGINE_FLAGS)
+              "mnist", "image", "text", "text_file", "option", "corrector", "tol", "counterfactual", *ENGINE_FLAGS)
 """What a new study is made of: refused beside --resume (which continues the study as it is)."""
 
 
 def _add_exploration_options(p: argparse.ArgumentParser) -> None:
     from manifold_jax.explore import ALGORITHMS, STEP_RULES
+    from manifold_jax.explore.options import BOX_POLICIES, CORRECTORS, DIRECTIONS, STOP_EVENTS
     from manifold_jax.geometry import BLOCKS, METHODS
     from manifold_jax.output_metrics import OUTPUT_METRICS
-    from manifold_jax.study import BOUNDS, STUDY_SELECTIONS
+    from manifold_jax.study import BOUNDS, STUDY_SELECTIONS, TARGETS
 
     g = p.add_argument_group("exploration (defaults: the library's)")
     g.add_argument("--algorithm", choices=(*ALGORITHMS, "both"), default=None,
@@ -149,6 +151,23 @@ def _add_exploration_options(p: argparse.ArgumentParser) -> None:
                         "reference; fisher_rao: of the predicted distribution; softmax: on the probabilities)")
     g.add_argument("--chunk-size", type=int, default=None,
                    help=f"steps per compiled chunk and checkpoint (default {_engine_default('chunk_size')})")
+    c = p.add_argument_group("continuation (beyond the paper; README: Exploration as numerical continuation)")
+    c.add_argument("--corrector", choices=CORRECTORS, default=None,
+                   help="SiMEC: pull every step back onto the input's level set (minimum-norm Gauss-Newton)")
+    c.add_argument("--direction", choices=DIRECTIONS, default=None,
+                   help="random (the paper's, default) or coherent: the previous direction transported onto the "
+                        "new subspace, a geodesic-like path")
+    c.add_argument("--tol", type=float, default=None,
+                   help="tolerance of --step-rule adaptive and of --corrector (how far an accepted point's outputs "
+                        "may lie from the input's)")
+    c.add_argument("--box", choices=BOX_POLICIES, default=None,
+                   help="clip (the paper's, default) or active: coordinates at a bound that a step pushes outward "
+                        "are frozen, so the point stays on the level set")
+    c.add_argument("--stop", choices=STOP_EVENTS, default=None,
+                   help="flip: stop an input's exploration where its predicted class changes")
+    c.add_argument("--counterfactual", nargs="?", const="runner-up", default=None, metavar="TARGET",
+                   help="also walk each input to another class along the minimum-norm input change (targeted SiMExp, "
+                        f"stopped at the flip): {', '.join(TARGETS)} (default runner-up), a class index or a label")
     g.add_argument("--option", type=_engine_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the engine (ExploreConfig), e.g. --option mode=rev; repeatable")
     g.add_argument("--max-length", type=int, default=None, metavar="N",
@@ -291,9 +310,25 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     given = {name: getattr(args, name) for name in ("task", "steps", "select", "bounds", "seed", "max_length")
              if getattr(args, name) is not None}
     algorithm = args.algorithm or "both"
-    return StudySpec(model=args.model, inputs=tuple(inputs),
-                     algorithms=ALGORITHMS if algorithm == "both" else (algorithm,),
-                     baseline=not args.no_baseline, options=options, **given)
+    algorithms = ALGORITHMS if algorithm == "both" else (algorithm,)
+    run_options: dict[str, dict[str, Any]] = {}
+    if args.corrector is not None:  # SiMEC's alone: SiMExp leaves the level set by design
+        if "simec" not in algorithms:
+            raise CliError("--corrector keeps SiMEC on the level set; add SiMEC with --algorithm simec or both")
+        run_options["simec"] = {"corrector": args.corrector}
+    if args.tol is not None:
+        if options.get("step_rule") == "adaptive":
+            options["tol"] = args.tol
+        elif args.corrector is not None:
+            run_options["simec"]["tol"] = args.tol
+        else:
+            raise CliError("--tol is the tolerance of --step-rule adaptive or of --corrector; give one of them")
+    if args.counterfactual is not None:
+        algorithms = (*algorithms, "counterfactual")
+        target = args.counterfactual
+        given["target"] = int(target) if target.isdigit() else target
+    return StudySpec(model=args.model, inputs=tuple(inputs), algorithms=algorithms,
+                     baseline=not args.no_baseline, options=options, run_options=run_options, **given)
 
 
 def _resume_spec(args: argparse.Namespace) -> Any:

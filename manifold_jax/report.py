@@ -19,7 +19,7 @@ import numpy as np
 
 from manifold_jax import analysis
 from manifold_jax.report_html import write_report_html
-from manifold_jax.study import Study, StudyIncompleteError, load_model, load_study
+from manifold_jax.study import COUNTERFACTUAL, Study, StudyIncompleteError, load_model, load_study
 from manifold_jax.study.atomic import remove_temporaries
 from manifold_jax.study.storage import StudyFiles
 
@@ -53,6 +53,13 @@ def study_metrics(study: Study) -> dict[str, Any]:
                 total_seconds=None if seconds is None else seconds * study.spec.steps,
                 iterations=study.spec.steps,
             )
+            targets = study.inputs.get("target")
+            entry[algorithm]["path"] = analysis.path_summary(
+                logits=traj.y[b], distance=traj.distance[b], arc_length=traj.arc_length[b], drift=traj.drift[b],
+                rejected=traj.rejected[b], status=traj.status[b], iterations=traj.iteration,
+                stop_iteration=int(np.asarray(traj.final.stop_iteration)[b]),
+                target=int(targets[b]) if algorithm == COUNTERFACTUAL and targets is not None else None,
+            )
             if algorithm in study.baselines:
                 entry[f"baseline_{algorithm}"] = analysis.summarize(
                     logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b],
@@ -60,6 +67,22 @@ def study_metrics(study: Study) -> dict[str, Any]:
                 )
         per_input.append(entry)
     return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
+
+
+def _path_line(path: dict[str, Any], labels: tuple[str, ...]) -> str:
+    """One line on what a walk did: distances, drift, steps, and where it stopped."""
+    text = (f"walked {_fmt(path['distance_walked'])}, ended {_fmt(path['distance_from_x0'])} from x0; "
+            f"max drift {_fmt(path['max_drift'])}; {path['accepted_steps']} accepted / {path['rejected_steps']} "
+            f"rejected steps")
+    if path["unconverged_points"]:
+        text += f"; {path['unconverged_points']} saved point(s) left above the corrector's tolerance"
+    if path["stop_iteration"] >= 0:
+        probs = path["stop_probabilities"]
+        text += (f"; stopped at iteration {path['stop_iteration']} as {_label(labels, path['stop_class'])} "
+                 f"(p = {probs[path['stop_class']]:.3f}), {_fmt(path['stop_distance_from_x0'])} from x0")
+    if "target" in path:
+        text += f"; target {_label(labels, path['target'])} {'reached' if path['reached_target'] else 'not reached'}"
+    return text
 
 
 def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -145,18 +168,21 @@ def _draw(study: Study, model: Any, files: StudyFiles) -> None:
     outputs = next(iter(study.trajectories.values())).y.shape[-1]
     labels = study.spec.labels or tuple(str(i) for i in range(outputs))
     raw = study.inputs.get("raw")
+    # the figure sets runs over one time axis: the counterfactual, which ends at its flip, is drawn apart
+    walks = {a: t for a, t in study.trajectories.items() if a != COUNTERFACTUAL}
     for b, source in enumerate(study.spec.inputs):
         name = _input_name(str(source), b)
-        iterations = next(iter(study.trajectories.values())).iteration
-        files.write_with(f"figures/input{b:02d}_exploration.png", functools.partial(
-            exploration_figure,
-            title=name, labels=labels,
-            logits={a: t.y[b] for a, t in study.trajectories.items()},
-            points={a: t.x[b] for a, t in study.trajectories.items()},
-            select=study.inputs["select"][b], iterations=iterations,
-            original_image=None if raw is None else raw[b],
-            decoded_images=None if raw is None else {a: i.inputs[b] for a, i in study.interpretations.items()},
-        ))
+        if walks:
+            files.write_with(f"figures/input{b:02d}_exploration.png", functools.partial(
+                exploration_figure,
+                title=name, labels=labels,
+                logits={a: t.y[b] for a, t in walks.items()},
+                points={a: t.x[b] for a, t in walks.items()},
+                select=study.inputs["select"][b], iterations=next(iter(walks.values())).iteration,
+                original_image=None if raw is None else raw[b],
+                decoded_images=None if raw is None else {
+                    a: i.inputs[b] for a, i in study.interpretations.items() if a in walks},
+            ))
         tokens = None
         if model is not None:
             tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
@@ -225,6 +251,7 @@ def _markdown(study: Study, metrics: dict[str, Any], sentences: dict[str, list[l
                 f"interpretation agrees with the embedding's prediction at "
                 f"{_percent(interp.get('prediction_agreement'))} of the saved points"
             )
+            lines.append("    - " + _path_line(m["path"], labels))
             for iteration, text in sentences.get(algorithm, [[]] * (b + 1))[b]:
                 lines.append(f"    - t={iteration}: {text}")
         lines.append("")

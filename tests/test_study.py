@@ -411,3 +411,38 @@ def test_gradient_baseline_climbs_or_descends_the_original_class() -> None:
     assert np.all(moved <= 10 * np.sqrt(2) * 0.05 + 1e-5)
     np.testing.assert_array_equal(runs_["stay"].x[:, 0], np.broadcast_to(np.asarray(x0[0]), (11, 16)))
 
+
+
+def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, tmp_path: Path) -> None:
+    """The continuation options from the command line: SiMEC with the corrector keeps its logits
+    to the tolerance; the counterfactual run walks each digit to its runner-up class and stops
+    there; the report says where, and a resume of the finished study recomputes nothing."""
+    out = tmp_path / "study"
+    # every patch explored: this random one-layer ViT cannot move a digit's runner-up class far
+    # enough with the top quarter alone
+    flags = ["--algorithm", "simec", "--corrector", "newton", "--tol", "1e-3", "--counterfactual", "--select", "all",
+             "--no-baseline", "--out", str(out)]
+    main(["explore", "--model", tiny_vit, *CLI_STUDY, *flags])
+    build_report(out, echo=quiet)
+    study = load_study(out)
+    assert set(study.trajectories) == {"simec", "counterfactual"}
+    cf, simec = study.trajectories["counterfactual"], study.trajectories["simec"]
+    targets = study.inputs["target"]
+    y0 = simec.y[:, 0]
+    np.testing.assert_array_equal(targets, np.argsort(-y0, axis=1)[:, 1])  # the runner-up class
+    stops = np.asarray(cf.final.stop_iteration)
+    assert (stops > 0).all() and cf.iteration[-1] == stops.max() < 60
+    for b, stop in enumerate(stops):
+        assert cf.y[b, stop].argmax() == targets[b] and cf.y[b, stop - 1].argmax() != targets[b]
+    # 1e-3 bounds the corrector's own evaluation; the record is the Jacobian program's, which
+    # differs by float32 rounding of logits ~1 (~1e-6)
+    assert simec.drift.max() <= 1e-3 + 1e-5 and simec.distance[:, -1].min() > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for b, entry in enumerate(metrics["inputs"]):
+        path = entry["counterfactual"]["path"]
+        assert path["reached_target"] and path["stop_iteration"] == stops[b]
+        assert path["stop_distance_from_x0"] == pytest.approx(float(cf.distance[b, stops[b]]), rel=1e-6)
+    assert "stopped at iteration" in (out / "report.md").read_text()
+    before = (out / "counterfactual" / "trajectory.npz").read_bytes()
+    run_study(None, out, resume=True, progress=False, echo=quiet)
+    assert (out / "counterfactual" / "trajectory.npz").read_bytes() == before

@@ -29,7 +29,10 @@ from manifold_jax.study.inputs import (
 from manifold_jax.study.orchestrate import run_study
 from manifold_jax.study.spec import (
     BOUNDS,
+    COUNTERFACTUAL,
+    RUNS,
     STUDY_SELECTIONS,
+    TARGETS,
     TASKS,
     ImageFile,
     MnistImage,
@@ -41,8 +44,11 @@ from manifold_jax.study.storage import Study, load_study, load_trajectory, save_
 
 __all__ = [
     "BOUNDS",
+    "COUNTERFACTUAL",
     "MEASURED_IMAGES",
+    "RUNS",
     "STUDY_SELECTIONS",
+    "TARGETS",
     "TASKS",
     "ImageFile",
     "InputsChangedError",

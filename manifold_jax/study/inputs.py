@@ -20,7 +20,7 @@ import numpy as np
 from manifold_jax.attribution import select_tokens, token_importance
 from manifold_jax.models.base import Task
 from manifold_jax.study.errors import ModalityError, TextTooLongError
-from manifold_jax.study.spec import ImageFile, MnistImage, StudySpec, Text
+from manifold_jax.study.spec import COUNTERFACTUAL, ImageFile, MnistImage, StudySpec, Text
 
 MEASURED_IMAGES = 1000
 """Training images the measured box of an image model is taken over."""
@@ -232,7 +232,8 @@ def study_selection(spec: StudySpec, importance: np.ndarray, mask: np.ndarray, c
 class Prepared:
     """What every exploration of a study starts from, built (and so validated) before anything is written.
 
-    arrays: what inputs.npz holds (x0, importance, select, ctx_*, lo/hi, raw images).
+    arrays: what inputs.npz holds (x0, importance, select, ctx_*, lo/hi, raw images, and the
+    counterfactual's target class per input when the study has one).
     """
 
     model: Any
@@ -242,6 +243,38 @@ class Prepared:
     select: np.ndarray
     box: tuple[np.ndarray, np.ndarray] | None
     arrays: dict[str, np.ndarray]
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """The counterfactual's class per input (B,), or None without a counterfactual run."""
+        return self.arrays.get("target")
+
+
+def counterfactual_targets(spec: StudySpec, logits: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """The class each input's counterfactual walks to, from the logits at x0 (B, k).
+
+    "runner-up": the second most likely class; "least": the least likely; an index or a
+    label names one class for every input (an input already predicted as it is refused).
+    """
+    order = np.argsort(-np.asarray(logits), axis=1)
+    if spec.target == "runner-up":
+        return order[:, 1].astype(np.int32)
+    if spec.target == "least":
+        return order[:, -1].astype(np.int32)
+    k = logits.shape[1]
+    if isinstance(spec.target, str) and not spec.target.lstrip("-").isdigit():
+        if spec.target not in labels:
+            raise ValueError(f"target={spec.target!r} is not a class of the model; its classes: {', '.join(labels)}")
+        cls = labels.index(spec.target)
+    else:
+        cls = int(spec.target)
+    if not 0 <= cls < k:
+        raise ValueError(f"target class {cls} is out of range: the model has {k} classes (0..{k - 1})")
+    already = np.flatnonzero(order[:, 0] == cls)
+    if already.size:
+        raise ValueError(f"target {spec.target!r}: input {int(already[0])} is already predicted as that class; "
+                         "use target='runner-up' or another class")
+    return np.full(len(logits), cls, np.int32)
 
 
 def prepare(spec: StudySpec, model: Any | None = None) -> Prepared:
@@ -261,4 +294,8 @@ def prepare(spec: StudySpec, model: Any | None = None) -> Prepared:
         arrays["lo"], arrays["hi"] = box
     if model.modality == "image":
         arrays["raw"] = np.asarray(raw)
+    if COUNTERFACTUAL in spec.algorithms:
+        logits = np.asarray(jax.vmap(model.head)(x0, ctx))
+        labels = tuple(spec.labels) or tuple(str(label) for label in model.labels)
+        arrays["target"] = counterfactual_targets(spec, logits, labels)
     return Prepared(model, spec, x0, ctx, select, box, arrays)

@@ -42,7 +42,7 @@ from manifold_jax.study.errors import (
 )
 from manifold_jax.study.inputs import Prepared, prepare
 from manifold_jax.study.manifest import MANIFEST, Manifest
-from manifold_jax.study.spec import StudySpec, engine_keywords
+from manifold_jax.study.spec import COUNTERFACTUAL, StudySpec
 from manifold_jax.study.storage import (
     BASELINE,
     CHECKPOINTS,
@@ -219,12 +219,14 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
     spec, model, x0, ctx, select, box = (prepared.spec, prepared.model, prepared.x0, prepared.ctx,
                                          prepared.select, prepared.box)
     key = jax.random.PRNGKey(spec.seed)
-    iterations = saved_iterations(spec)
     for number, algorithm in enumerate(spec.algorithms):
-        echo(f"{algorithm}: {len(spec.inputs)} input(s), {spec.steps} steps, eta={spec.eta}, "
+        iterations = saved_iterations(spec, algorithm)
+        echo(f"{algorithm}: {len(spec.inputs)} input(s), {spec.steps} steps, eta={spec.config(algorithm).eta}, "
              f"{int(select.sum())} selected token(s)")
         traj = _explore_checkpointed(prepared, algorithm, jax.random.fold_in(key, number), files, progress, echo)
-        if spec.baseline and _intact(files, f"{algorithm}/{BASELINE}", x0.shape, iterations, echo) is None:
+        if algorithm == COUNTERFACTUAL:  # the baseline compares SiMEC and SiMExp with a gradient walk
+            pass
+        elif spec.baseline and _intact(files, f"{algorithm}/{BASELINE}", x0.shape, iterations, echo) is None:
             echo(f"{algorithm}: gradient-plus-noise baseline with the same step sizes")
             steps_taken = np.where(np.isfinite(traj.step), traj.step, 0.0)
             base = gradient_baseline(
@@ -278,7 +280,7 @@ def _explore_checkpointed(
     """One exploration with a chunk file, a checkpoint and a manifest entry after every chunk."""
     spec = prepared.spec
     rel_dir = algorithm
-    iterations = saved_iterations(spec)
+    iterations = saved_iterations(spec, algorithm)
     done = _intact(files, f"{rel_dir}/{TRAJECTORY}", prepared.x0.shape, iterations, echo)
     if done is not None:
         return done
@@ -312,13 +314,15 @@ def _explore_checkpointed(
             _checkpoint(checkpoints, files, algorithm, state)
             clock["last"] = time.perf_counter()
 
-        remaining = spec.steps - reached
+        finished = bool(pieces) and bool(np.all(np.asarray(pieces[-1].final.stopped)))
+        remaining = 0 if finished else spec.steps - reached
         if remaining > 0:
             rest = explore(
-                prepared.model.head, start, algorithm=cast(Algorithm, algorithm), steps=remaining,
+                prepared.model.head, start, algorithm=cast(Algorithm, spec.algorithm_of(algorithm)), steps=remaining,
                 key=None if isinstance(start, ExplorationState) else key,
                 args=(prepared.ctx,), select=prepared.select, bounds=prepared.box, progress=progress,
-                on_chunk=on_chunk, **engine_keywords(spec.options),
+                on_chunk=on_chunk, target=prepared.targets if algorithm == COUNTERFACTUAL else None,
+                **spec.run_keywords(algorithm),
             )
             pieces.append(rest)
     finally:

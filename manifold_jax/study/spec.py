@@ -35,6 +35,24 @@ STUDY_SELECTIONS: tuple[str, ...] = (*SELECTIONS, "mask")
 STUDY_OPTIONS: dict[str, Any] = {"save_every": 10}
 """Engine options a study sets differently from the engine (a saved point every 10 steps)."""
 
+COUNTERFACTUAL = "counterfactual"
+"""The study's targeted run: SiMExp toward a class (``StudySpec.target``), stopped at the flip."""
+
+RUNS: tuple[str, ...] = (*ALGORITHMS, COUNTERFACTUAL)
+"""The explorations a study can hold: SiMEC, SiMExp and the counterfactual."""
+
+COUNTERFACTUAL_OPTIONS: dict[str, Any] = {
+    "step_rule": "adaptive", "tol": 1e-2, "eta": 0.5, "stop": "flip", "box": "active", "save_every": 1,
+}
+"""The counterfactual's own step (``run_options["counterfactual"]`` overrides it): an adaptive walk
+along J^+ (e_c - p) whose linear model stays within 1e-2 per step, in the box, to the flip."""
+
+SHARED_WITH_COUNTERFACTUAL = ("threshold", "spectrum", "blocks", "output_metric", "mode", "chunk_size", "batch_size")
+"""Study options the counterfactual shares with SiMEC and SiMExp (its step and saving are its own)."""
+
+TARGETS: tuple[str, ...] = ("runner-up", "least")
+"""Named counterfactual targets: each input's second most likely class, or its least likely one."""
+
 MAX_COUNT = 2**31 - 1
 """Largest step count: the engine counts iterations in int32."""
 
@@ -200,6 +218,9 @@ class StudySpec:
     options: keyword arguments of :class:`~manifold_jax.explore.ExploreConfig` (eta,
     threshold: a relative level or "reference", step_rule, spectrum, blocks, output_metric,
     save_every, chunk_size, ...), JSON values only; STUDY_OPTIONS fill what is not given.
+    run_options: per run ("simec", "simexp", "counterfactual"), options on top of those
+    (e.g. ``{"simec": {"corrector": "newton"}}``: the corrector is SiMEC's alone). target: the
+    counterfactual's class per input, one of TARGETS, a class index or a label.
     """
 
     model: str
@@ -214,6 +235,8 @@ class StudySpec:
     max_length: int | None = None
     labels: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    run_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    target: str | int = "runner-up"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -225,8 +248,8 @@ class StudySpec:
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r} is not supported; expected one of {', '.join(TASKS)}")
         algorithms = (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms)
-        if not algorithms or any(a not in ALGORITHMS for a in algorithms) or len(set(algorithms)) != len(algorithms):
-            raise ValueError(f"algorithms={algorithms!r}: choose distinct ones from {', '.join(ALGORITHMS)}")
+        if not algorithms or any(a not in RUNS for a in algorithms) or len(set(algorithms)) != len(algorithms):
+            raise ValueError(f"algorithms={algorithms!r}: choose distinct ones from {', '.join(RUNS)}")
         object.__setattr__(self, "algorithms", algorithms)
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         self._check_select()
@@ -275,23 +298,57 @@ class StudySpec:
             )
         merged = {**STUDY_OPTIONS, **{k: _json_scalar(k, v) for k, v in self.options.items()}}
         object.__setattr__(self, "options", merged)
-        for algorithm in self.algorithms:
-            self.config(algorithm)  # the engine validates its own options
-        if self.steps % self.save_every:
-            raise ValueError(f"steps ({self.steps}) must be a multiple of save_every ({self.save_every})")
+        if not isinstance(self.run_options, Mapping):
+            raise TypeError(f"run_options must map run names to option mappings, got {type(self.run_options).__name__}")
+        per_run: dict[str, dict[str, Any]] = {}
+        for run, given in self.run_options.items():
+            if run not in RUNS:
+                raise ValueError(f"run_options: unknown run {run!r}; expected one of {', '.join(RUNS)}")
+            if not isinstance(given, Mapping):
+                raise TypeError(f"run_options[{run!r}] must be a mapping of ExploreConfig keywords")
+            unknown_run = sorted(set(given) - set(_ENGINE_FIELDS))
+            if unknown_run:
+                raise ValueError(f"run_options[{run!r}]: unknown engine option(s) {', '.join(map(repr, unknown_run))}")
+            per_run[run] = {k: _json_scalar(k, v) for k, v in given.items()}
+        object.__setattr__(self, "run_options", per_run)
+        if not (self.target in TARGETS or (isinstance(self.target, str) and self.target.strip())
+                or (_integer(self.target) is not None and int(self.target) >= 0)):
+            raise ValueError(f"target={self.target!r}: one of {', '.join(TARGETS)}, a class index or a label")
+        for run in self.algorithms:
+            cfg = self.config(run)  # the engine validates its own options
+            if self.steps % cfg.save_every:
+                raise ValueError(f"steps ({self.steps}) must be a multiple of save_every ({cfg.save_every}) of {run}")
 
     # ----------------------------------------------------------------- engine view
 
+    def run_keywords(self, run: str) -> dict[str, Any]:
+        """The ExploreConfig keywords of one run: the study's options, the run's own on top.
+
+        The counterfactual shares only SHARED_WITH_COUNTERFACTUAL and takes its step from
+        COUNTERFACTUAL_OPTIONS.
+        """
+        if run == COUNTERFACTUAL:
+            shared = {k: v for k, v in self.options.items() if k in SHARED_WITH_COUNTERFACTUAL}
+            base = {**shared, **COUNTERFACTUAL_OPTIONS}
+        else:
+            base = dict(self.options)
+        return engine_keywords({**base, **self.run_options.get(run, {})})
+
+    @staticmethod
+    def algorithm_of(run: str) -> str:
+        """The engine algorithm of a run ("simexp" for the counterfactual)."""
+        return "simexp" if run == COUNTERFACTUAL else run
+
     def config(self, algorithm: str) -> ExploreConfig:
-        """The engine's configuration of this study's ``algorithm`` run."""
-        return ExploreConfig(algorithm=algorithm, **engine_keywords(self.options))  # type: ignore[arg-type]
+        """The engine's configuration of this study's ``algorithm`` run (a name of RUNS)."""
+        return ExploreConfig(algorithm=self.algorithm_of(algorithm), **self.run_keywords(algorithm))  # type: ignore[arg-type]
 
     def option(self, name: str) -> Any:
         """An engine option as the study gives it (a JSON value), else the engine's default (as JSON where it
         is a threshold: a relative level, or "reference" for the authors' absolute 0.01)."""
         if name in self.options:
             return self.options[name]
-        value = getattr(ExploreConfig(algorithm=self.algorithms[0]), name)  # type: ignore[arg-type]
+        value = getattr(ExploreConfig(algorithm="simec"), name)
         if isinstance(value, Relative):
             return value.rtol
         if isinstance(value, Absolute):

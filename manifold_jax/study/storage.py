@@ -89,6 +89,9 @@ def join(first: Trajectory, rest: Trajectory) -> Trajectory:
 def trajectory_problem(traj: Trajectory, x0_shape: tuple[int, ...], iterations: np.ndarray) -> str | None:
     """Why ``traj`` does not fit its study (B, n, d and the saved iterations), or None when it does."""
     batch, n, d = x0_shape
+    if np.all(np.asarray(traj.final.stopped)) and 0 < len(traj.iteration) <= len(iterations):
+        # every item stopped early (a stop event): the trajectory ends at the last stop
+        iterations = iterations[: len(traj.iteration)]
     points = len(iterations)
     if traj.x.shape != (batch, points, n, d):
         return f"x has shape {traj.x.shape}, expected {(batch, points, n, d)}"
@@ -186,8 +189,8 @@ class StudyFiles:
             return None
         try:
             traj = trajectory_from_arrays(arrays)
-        except KeyError as exc:
-            raise StudyDamagedError(self.path(rel), f"the file lacks the field {exc.args[0]!r}") from None
+        except (KeyError, ValueError) as exc:
+            raise StudyDamagedError(self.path(rel), f"the file is not a trajectory ({exc})") from None
         problem = trajectory_problem(traj, x0_shape, iterations)
         if problem is not None:
             raise StudyDamagedError(self.path(rel), f"the trajectory does not fit the study: {problem}")
@@ -238,9 +241,10 @@ class Study:
         return {k[4:]: v for k, v in self.inputs.items() if k.startswith("ctx_")}
 
 
-def saved_iterations(spec: StudySpec) -> np.ndarray:
-    """The iterations a finished exploration of ``spec`` keeps: 0, save_every, ..., steps."""
-    return np.arange(0, spec.steps + 1, spec.save_every)
+def saved_iterations(spec: StudySpec, run: str | None = None) -> np.ndarray:
+    """The iterations a finished exploration of ``spec`` keeps: 0, save_every, ..., steps (``run``'s saving)."""
+    every = spec.save_every if run is None else spec.config(run).save_every
+    return np.arange(0, spec.steps + 1, every)
 
 
 def inputs_problem(inputs: dict[str, np.ndarray], spec: StudySpec) -> str | None:
@@ -272,9 +276,9 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     if problem is not None:
         raise StudyDamagedError(files.path(INPUTS), f"the inputs do not fit spec.json: {problem}")
     x0_shape = inputs["x0"].shape
-    iterations = saved_iterations(spec)
     trajectories, baselines, interpretations, timing, unfinished = {}, {}, {}, {}, {}
     for algorithm in spec.algorithms:
+        iterations = saved_iterations(spec, algorithm)
         traj = files.read_trajectory(f"{algorithm}/{TRAJECTORY}", x0_shape, iterations)
         if traj is None:
             reached = chunk_files(root / algorithm / CHUNKS)
