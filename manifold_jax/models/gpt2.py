@@ -32,7 +32,10 @@ from .vocab import chunk_rows, nearest_rows, table_box
 from .weights import NameTable, Rule, load_params, norm_rules, read_checkpoint
 
 MODEL_TYPE = "gpt2"
-TASKS: tuple[Task, ...] = ("lm",)
+TASKS: tuple[Task, ...] = ("lm", "lm-top5")
+"""``"lm"``: next-token logits over the full vocabulary (or ``top_k``); ``"lm-top5"``: a frozen
+top-5 head, the task studies use (their ranking metrics are O(k^2) per pair of points)."""
+STUDY_TOP_K = 5
 
 
 @dataclass(frozen=True)
@@ -460,7 +463,11 @@ def load_gpt2(
 ) -> GPT2:
     """A :class:`GPT2` from an HF GPT-2 checkpoint directory (see :func:`manifold_jax.models.load`)."""
     if task not in TASKS:
-        raise UnsupportedModelError(f"unknown task {task!r} for gpt2; supported: {', '.join(TASKS)}")
+        raise UnsupportedModelError(f"unknown task {task!r} for GPT-2; supported: {', '.join(TASKS)}")
+    if task == "lm-top5":
+        if top_k not in (None, STUDY_TOP_K):
+            raise ValueError(f"task 'lm-top5' fixes top_k at {STUDY_TOP_K}; pass task='lm' with top_k={top_k}")
+        top_k = STUDY_TOP_K
     config = GPT2Config.from_hf(hf_config)
     params = gpt2_params(read_checkpoint(directory), config, dtype=dtype)
     if tokenizer == "auto":
