@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "interpretations, metrics and figures to --out.")
     p.add_argument("--model", default=None,
                    help="embedded model (mnist-vit, minilm-topics), a local model directory or a hub id")
-    p.add_argument("--task", choices=("classification", "mlm"), default="classification", help="model head")
+    p.add_argument("--task", choices=("classification", "mlm", "lm", "lm-top5"), default=None,
+                   help="model head (default: classification; for a causal LM such as GPT-2, lm-top5: the "
+                        "next-token logits of the 5 likeliest tokens at the prompt, frozen)")
     src = p.add_argument_group("inputs (one or more)")
     src.add_argument("--mnist", type=int, nargs="+", default=[], metavar="INDEX",
                      help="images of the shipped MNIST subset (0..4999)")
@@ -148,13 +150,23 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     if not inputs:
         raise CliError("no inputs: give --mnist, --image, --text or --text-file")
     return StudySpec(
-        model=args.model, task=args.task, inputs=inputs,
+        model=args.model, task=_task(args), inputs=inputs,
         algorithms=("simec", "simexp") if args.algorithm == "both" else (args.algorithm,),
         steps=args.steps, eta=args.eta, select=args.select, bounds=args.bounds, seed=args.seed,
         save_every=args.save_every, spectrum=args.spectrum, threshold=args.threshold,
         step_rule=args.step_rule, output_metric=args.output_metric, chunk_size=args.chunk_size,
         baseline=not args.no_baseline,
     )
+
+
+def _task(args: argparse.Namespace) -> str:
+    """--task, else the model family's study task (a causal LM's frozen top-5) or its default."""
+    if args.task is not None:
+        return args.task
+    from manifold_jax.models import family_of
+
+    fam = family_of(args.model)
+    return fam.study_task or fam.default_task
 
 
 def _explore(args: argparse.Namespace) -> None:

@@ -160,3 +160,38 @@ def save_random_gpt2(directory: Path, seed: int = 0, tokenizer: bool = True, **o
     if tok is not None:
         tok.save_pretrained(directory)
     return model
+
+
+def save_random_family(directory: Path, architecture: str, seed: int = 0, **overrides: Any) -> Any:
+    """A small random RoBERTa / DistilBERT text model (with a byte-level BPE or MiniLM's WordPiece
+    tokenizer) or DeiT image model, by ``transformers`` class name, saved to ``directory``."""
+    import torch
+    import transformers
+
+    tokenizer: Any = None
+    if architecture.startswith("Roberta"):
+        tokenizer = byte_level_tokenizer("roberta")
+        config: Any = transformers.RobertaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=66, num_labels=3, initializer_range=0.1,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2, **overrides,
+        )
+    elif architecture.startswith("DistilBert"):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir())
+        config = transformers.DistilBertConfig(
+            vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+            max_position_embeddings=64, num_labels=3, initializer_range=0.1, **overrides,
+        )
+    else:
+        config = transformers.DeiTConfig(
+            image_size=8, patch_size=2, num_channels=3, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=64, num_labels=5, initializer_range=0.1, **overrides,
+        )
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(config)
+    _perturb(model, seed)
+    os.makedirs(directory, exist_ok=True)
+    model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return model
