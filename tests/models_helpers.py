@@ -139,22 +139,21 @@ def save_random_gpt2(directory: Path, seed: int = 0, tokenizer: bool = True, **o
     import transformers
 
     tok = byte_level_tokenizer("gpt2") if tokenizer else None
-    config = dict(
-        vocab_size=len(tok) if tok is not None else 400,
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        initializer_range=0.1,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
+    config: dict[str, Any] = {
+        "vocab_size": len(tok) if tok is not None else 400,
+        "n_positions": 64,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "initializer_range": 0.1,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    }
     config.update(overrides)
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config))
     _perturb(model, seed)
-    with torch.no_grad():  # keep the head tied after the perturbation (it is the same tensor)
-        assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr(), "the LM head must stay tied"
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
     if tok is not None:

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.models_helpers import save_random_gpt2
 
 import manifold_jax as mj
 import manifold_jax.models as mm
@@ -23,6 +22,7 @@ from manifold_jax.output_metrics import (
     metric_tensor,
     softmax_euclidean,
 )
+from tests.models_helpers import save_random_gpt2
 
 RANK = 6
 """Top eigenpairs the matrix-free solver computes (5 * RANK must stay under the block's dimension)."""
@@ -119,10 +119,10 @@ def test_simec_keeps_and_simexp_moves_the_next_token_distribution(lm: Any) -> No
     """
     model, x0, ctx = lm
     p0 = np.asarray(jax.nn.softmax(model.head(x0, ctx)))
-    options = dict(
-        steps=10, save_every=1, key=jax.random.key(3), args=(ctx,), spectrum="matfree",
-        output_metric="fisher_rao", rank=RANK, blocks="joint", eta=10.0,
-    )
+    options: dict[str, Any] = {
+        "steps": 10, "save_every": 1, "key": jax.random.key(3), "args": (ctx,), "spectrum": "matfree",
+        "output_metric": "fisher_rao", "rank": RANK, "blocks": "joint", "eta": 10.0,
+    }
     stay = mj.simec(model.head, x0, **options)
     leave = mj.simexp(model.head, x0, **options)
     assert stay.y.shape == (11, model.config.vocab_size)  # the full next-token logits

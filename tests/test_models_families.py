@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import pytest
 import torch
+
+import manifold_jax.models as mm
 from tests.models_helpers import (
     MLM_SENTENCES,
     SENTENCES,
@@ -18,8 +20,6 @@ from tests.models_helpers import (
     save_random_family,
     save_random_gpt2,
 )
-
-import manifold_jax.models as mm
 
 TOL = 1e-5
 """Logits of magnitude ~1 through 2 float32 layers of width 32-64: a few ulps, far below the O(0.1)
