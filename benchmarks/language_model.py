@@ -18,8 +18,8 @@ one joint block over the prompt's tokens. Only public names are used.
 * ``agreement`` top eigenvalues, matrix-free against dense, where both run (the V sweep).
 * ``all``     the three, then ``<out>/language_model.md``.
 
-``--quick`` runs a 2-layer hidden-32 model at V in (500, 2000) and 4/8 tokens in a minute or
-two (tests/test_language_model_benchmark.py). Full figures::
+``--quick`` runs a 2-layer hidden-32 model at V 200 (sweep) and 400 (time), 4 tokens, one step:
+every table, in a couple of minutes (tests/test_language_model_benchmark.py). Full figures::
 
     python benchmarks/language_model.py all --out benchmarks/results
 """
@@ -274,7 +274,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="time: whole SiMEC iterations (default) or one matrix-free spectrum (cheaper)")
     args = parser.parse_args(argv)
     if args.quick:
-        shape, vocabs, limit, tokens, big, counts, steps = QUICK, (500, 2000), 2000, 4, dict(QUICK, vocab_size=2000), (4, 8), 2
+        shape, vocabs, limit, tokens, big, counts, steps = QUICK, (200,), 200, 4, dict(QUICK, vocab_size=400), (4,), 1
     else:
         shape, vocabs, limit, tokens, big, counts, steps = SWEEP, (1000, 2000, 4000, 16000, 50257), 4000, 16, SMALL, (16, 64), 2
     steps = args.steps or steps

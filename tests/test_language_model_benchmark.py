@@ -23,14 +23,14 @@ def test_quick_run_writes_every_table(tmp_path: Path) -> None:
     results = bench.run(["all", "--quick", "--out", str(tmp_path)])
     assert (tmp_path / "language_model.md").is_file() and (tmp_path / "language_model.json").is_file()
     memory = results["memory"]
-    assert [(r["shape"]["vocab_size"], r["method"]) for r in memory] == [
-        (500, "dense"), (500, "matfree"), (2000, "dense"), (2000, "matfree")
-    ]
+    assert [(r["shape"]["vocab_size"], r["method"]) for r in memory] == [(200, "dense"), (200, "matfree")]
     for row in memory + [r for r in results["time"] if r["kind"] == "iterate"]:
         assert "error" not in row, row
         assert row["status_ok"]
-        for key in ("seconds_per_iteration", "first_call_s"):
-            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+        assert math.isfinite(row["first_call_s"]) and row["first_call_s"] > 0, row
+        # a difference of two timed calls (s and 2 s steps): noise may make it ~0 at this size, never NaN
+        assert math.isfinite(row["seconds_per_iteration"]) and row["seconds_per_iteration"] >= 0, row
+    assert results["agreement"]
     for row in results["agreement"]:
         assert row["ok"], row
     analysed = [r for r in results["time"] if r["kind"] == "analyse"]
