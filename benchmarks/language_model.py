@@ -276,7 +276,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         shape, vocabs, limit, tokens, big, counts, steps = QUICK, (200,), 200, 4, dict(QUICK, vocab_size=400), (4,), 1
     else:
-        shape, vocabs, limit, tokens, big, counts, steps = SWEEP, (1000, 2000, 4000, 16000, 50257), 4000, 16, SMALL, (16, 64), 2
+        shape, vocabs, limit, tokens, big, counts, steps = SWEEP, (1000, 2000, 8000, 50257), 2000, 16, SMALL, (16, 64), 2
     steps = args.steps or steps
     results: dict[str, Any] = {"quick": args.quick, "rank": RANK, "sweep_shape": shape, "date": time.strftime("%F")}
     if args.what in ("memory", "all"):

@@ -94,6 +94,15 @@ def test_decode_bounds_and_detokenize(gpt2: GPT2) -> None:
     assert bool((mlo >= lo - 1e-6).all() and (mhi <= hi + 1e-6).all())
 
 
+def test_pytorch_bin_state_dict_loads_like_safetensors(gpt2: GPT2, gpt2_dir: tuple[Path, Any], tmp_path: Path) -> None:
+    """A raw ``state_dict()`` (tied lm_head copy, causal-mask buffers if any) through torch.load(weights_only)."""
+    for f in gpt2_dir[0].iterdir():
+        if f.name != "model.safetensors":
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    torch.save(gpt2_dir[1].state_dict(), tmp_path / "pytorch_model.bin")
+    jax.tree.map(np.testing.assert_array_equal, mm.load(tmp_path).params, gpt2.params)
+
+
 def test_bad_ids_and_masks_are_named(gpt2: GPT2) -> None:
     with pytest.raises(ValueError, match="right padding"):
         gpt2.embed_ids(np.ones((1, 4), np.int32), None, np.array([[0, 1, 1, 1]]))
