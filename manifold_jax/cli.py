@@ -193,7 +193,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "interpretations, metrics and figures to --out.")
     p.add_argument("--model", default=None,
                    help="embedded model (mnist-vit, minilm-topics), a local model directory or a hub id")
-    p.add_argument("--task", choices=TASKS, default=None, help=f"model head (default {_spec_default('task')})")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="model head (default: the model family's, classification for classifiers; for a causal LM "
+                        "such as GPT-2, lm-top5: the next-token logits of the 5 likeliest tokens at the prompt, frozen)")
     src = p.add_argument_group("inputs (one or more, of the model's kind)")
     src.add_argument("--mnist", type=int, nargs="+", default=[], metavar="INDEX",
                      help="images of the shipped MNIST subset (0..4999), for image models")
@@ -307,8 +309,9 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         if key in options or key == "algorithm":
             raise CliError(f"--option {key}=...: use --{key.replace('_', '-')} for this option")
         options[key] = value
-    given = {name: getattr(args, name) for name in ("task", "steps", "select", "bounds", "seed", "max_length")
+    given = {name: getattr(args, name) for name in ("steps", "select", "bounds", "seed", "max_length")
              if getattr(args, name) is not None}
+    given["task"] = _task(args)
     algorithm = args.algorithm or "both"
     algorithms = ALGORITHMS if algorithm == "both" else (algorithm,)
     run_options: dict[str, dict[str, Any]] = {}
@@ -347,6 +350,16 @@ def _resume_spec(args: argparse.Namespace) -> Any:
         raise CliError(f"--steps {args.steps}: the study in {args.resume} has {stored.steps} steps; --resume can only "
                        "continue it to more")
     return dataclasses.replace(stored, steps=args.steps)
+
+
+def _task(args: argparse.Namespace) -> str:
+    """--task, else the model family's study task (a causal LM's frozen top-5) or its default."""
+    if args.task is not None:
+        return args.task
+    from manifold_jax.models import family_of
+
+    fam = family_of(args.model)
+    return fam.study_task or fam.default_task
 
 
 def _explore(args: argparse.Namespace) -> None:

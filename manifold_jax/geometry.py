@@ -32,7 +32,7 @@ from manifold_jax._checks import (
     is_concrete,
 )
 from manifold_jax._xla import jit
-from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
+from manifold_jax.output_metrics import OutputMetric, metric_product, metric_rank, resolve_output_metric
 from manifold_jax.selection import Select, token_selection
 
 Method = Literal["dense", "gram", "svd", "matfree"]
@@ -199,7 +199,15 @@ def _top_eigenpairs(
 ) -> Spectrum:
     """Top-p eigenpairs of a symmetric PSD operator v (dim,) -> g v, matrix-free (LOBPCG).
 
-    LOBPCG needs 5p < dim; smaller operators are materialised from dim products.
+    Why LOBPCG (``jax.experimental.sparse.linalg.lobpcg_standard``) rather than matfree's
+    Lanczos: it ships with JAX (no dependency); it is a block method, so each iteration is
+    ONE batched product on p vectors (a vmapped jvp + vjp, which XLA runs as a single wide
+    pass through the model, on CPU as on GPU) where Lanczos makes p-times-more sequential
+    single-vector products; and in float32 it keeps its block orthonormal by Rayleigh-Ritz
+    on every iteration, where plain Lanczos loses orthogonality and needs full
+    re-orthogonalisation for eigenvectors as accurate. A pullback metric has a few large
+    eigenvalues and a fast-decaying tail, the case where LOBPCG converges in a few
+    iterations. LOBPCG needs 5p < dim; smaller operators are materialised from dim products.
     An exactly-zero operator is shifted by the identity (LOBPCG divides by its norm).
     """
     block = jax.vmap(apply, in_axes=1, out_axes=1)
@@ -226,25 +234,33 @@ def matfree_spectrum(
     key: jax.Array,
     iters: int = MATFREE_ITERS,
 ) -> tuple[jax.Array, Spectrum]:
-    """Output y and the top spectrum of each block from g v = J^T G (J v), never forming J.
+    """Output y and the top spectrum of each block from g v = J^T G (J v), never forming J nor G.
 
-    One linearisation of f serves every product: a JVP gives J v, the transposed
-    linear map gives J^T w. ``rank`` (default: the rank of G's factor) eigenpairs per block.
+    One linearisation of f serves every product: a JVP gives J v (k,), the metric's
+    matrix-free product G w (:func:`~manifold_jax.output_metrics.metric_product`: O(k) for
+    the built-in metrics), the transposed linear map gives J^T w. Nothing of size k x k,
+    k x r or k x D is ever formed, so k may be a full vocabulary (50,257): memory is the
+    linearisation's residuals plus p tangents of the outputs. ``rank`` (default: the
+    column count of G's factor, i.e. the whole non-zero spectrum; pass a small rank when k
+    is large) eigenpairs per block, capped at the block's dimension. With k > D the metric
+    may have no exact null space: the caller's relative threshold then decides which of
+    the top ``rank`` eigenpairs count as visible, and every direction orthogonal to the
+    visible ones counts as null (the distribution barely sees it when lambda_rank is under
+    the threshold).
     """
     y, lin = jax.linearize(lambda z: f(z, *args), x)
     lin_t = jax.linear_transpose(lin, x)
-    factor = metric(y)
-    gmat = factor @ factor.T
     m, d = index.shape[0], x.shape[-1]
     mask = valid[:, None].astype(x.dtype)
+    columns = metric_rank(metric, y) if rank is None else rank
 
     def apply_selected(v: jax.Array) -> jax.Array:
         tangent = jnp.zeros_like(x).at[index].set(v * mask)
-        (back,) = lin_t(gmat @ lin(tangent))
+        (back,) = lin_t(metric_product(metric, y, lin(tangent)))
         return back[index] * mask
 
     if blocks == "token":
-        p = min(rank if rank is not None else factor.shape[1], d)
+        p = min(columns, d)
 
         def token_block(i: jax.Array, kk: jax.Array) -> Spectrum:
             def apply_token(v: jax.Array) -> jax.Array:
@@ -255,7 +271,7 @@ def matfree_spectrum(
         # one token at a time: vmapping the solver over tokens would hold m full-size tangents
         return y, jax.lax.map(lambda a: token_block(*a), (jnp.arange(m), jax.random.split(key, m)))
     dim = m * d
-    p = min(rank if rank is not None else factor.shape[1], dim)
+    p = min(columns, dim)
     spec = _top_eigenpairs(
         lambda v: apply_selected(v.reshape(m, d)).reshape(dim), dim, p, key, x.dtype, iters
     )
