@@ -221,7 +221,8 @@ def render(results: dict[str, Any]) -> str:
     lines = ["# SiMEC on a full next-token distribution (Fisher-Rao, joint block, float32)", ""]
     if "memory" in results:
         lines += ["## Peak memory and time per iteration against V (fresh process per cell)", "",
-                  "| V | path | s / iteration | peak MB of the run (above the loaded model and program) |", "|---|---|---|---|"]
+                  "| V | path | s / iteration | peak MB of the run (above the loaded model and program) |",
+                  "|---|---|---|---|"]
         for r in results["memory"]:
             v = r["shape"]["vocab_size"]
             if "error" in r:
@@ -234,7 +235,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     if "agreement" in results:
         lines += ["## Top eigenvalues, matrix-free against dense", "",
-                  f"| V | tokens | max relative difference (of lambda_max) | within {EIG_RTOL:g} |", "|---|---|---|---|"]
+                  f"| V | tokens | max relative difference (of lambda_max) | within {EIG_RTOL:g} |",
+                  "|---|---|---|---|"]
         for r in results["agreement"]:
             if "error" in r:
                 lines.append(f"| {r['vocab']} | | {r['error']} | |")
@@ -272,9 +274,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="time: whole SiMEC iterations (default) or one matrix-free spectrum (cheaper)")
     args = parser.parse_args(argv)
     if args.quick:
-        shape, vocabs, limit, tokens, big, counts, steps = QUICK, (200,), 200, 4, dict(QUICK, vocab_size=400), (4,), 1
+        shape, vocabs, limit, tokens = QUICK, (200,), 200, 4
+        big, counts, steps = dict(QUICK, vocab_size=400), (4,), 1
     else:
-        shape, vocabs, limit, tokens, big, counts, steps = SWEEP, (1000, 2000, 8000, 50257), 2000, 16, SMALL, (16, 64), 2
+        shape, vocabs, limit, tokens = SWEEP, (1000, 2000, 8000, 50257), 2000, 16
+        big, counts, steps = SMALL, (16, 64), 2
     steps = args.steps or steps
     results: dict[str, Any] = {"quick": args.quick, "rank": RANK, "sweep_shape": shape, "date": time.strftime("%F")}
     if args.what in ("memory", "all"):
@@ -286,7 +290,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("language_model.json", json.dumps(results, indent=2)), ("language_model.md", render(results))):
+        written = (("language_model.json", json.dumps(results, indent=2)), ("language_model.md", render(results)))
+        for name, text in written:
             tmp = out / (name + ".tmp")
             tmp.write_text(text)
             os.replace(tmp, out / name)

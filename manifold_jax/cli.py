@@ -194,8 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="embedded model (mnist-vit, minilm-topics), a local model directory or a hub id")
     p.add_argument("--task", choices=TASKS, default=None,
-                   help="model head (default: the model family's, classification for classifiers; for a causal LM "
-                        "such as GPT-2, lm-top5: the next-token logits of the 5 likeliest tokens at the prompt, frozen)")
+                   help="model head (default: the model family's, classification for classifiers; for a causal "
+                        "LM such as GPT-2, lm-top5: the next-token logits of the 5 likeliest tokens at the prompt, "
+                        "frozen)")
     src = p.add_argument_group("inputs (one or more, of the model's kind)")
     src.add_argument("--mnist", type=int, nargs="+", default=[], metavar="INDEX",
                      help="images of the shipped MNIST subset (0..4999), for image models")

@@ -299,7 +299,8 @@ print("SiMEC keeps the next-token distribution:", bool(tv_stay[-1] < 0.2 * tv_le
     again = np.asarray(lm.next_token_probabilities(*lm.embed_ids(decoded)))
     print(f"== {name}")
     for s in (0, len(points) // 2, len(points) - 1):
-        print(f"  it {int(traj.iteration[s]):5d}: {lm.detokenize(decoded[s:s + 1])[0]!r:40s} -> {top(again[s], 3)}")'''),
+        text = lm.detokenize(decoded[s:s + 1])[0]
+        print(f"  it {int(traj.iteration[s]):5d}: {text!r:40s} -> {top(again[s], 3)}")'''),
     ])
 
 

@@ -128,7 +128,8 @@ def byte_level_tokenizer(kind: str = "gpt2", vocab_size: int = 400) -> Any:
     bpe.train_from_iterator(list(texts) + SENTENCES, vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
     if kind == "gpt2":
         end = "<|endoftext|>"
-        return transformers.GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, unk_token=end)
+        return transformers.GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end,
+                                              unk_token=end)
     return transformers.RobertaTokenizerFast(tokenizer_object=bpe._tokenizer)
 
 

@@ -232,7 +232,9 @@ def test_chunked_vocabulary_scans_match_brute_force(tiny_bert: mm.Bert) -> None:
     truth = rng.integers(0, 97, size=(3, n))
     x = cand[types, truth, np.arange(n)] + 0.05 * rng.standard_normal((3, n, cand.shape[-1]))
     everything = jnp.ones((cand.shape[1],), bool)
-    found = np.asarray(bert_vocab.nearest_tokens(tiny_bert, jnp.asarray(x, jnp.float32), jnp.asarray(types), everything, 10))
+    found = np.asarray(
+        bert_vocab.nearest_tokens(tiny_bert, jnp.asarray(x, jnp.float32), jnp.asarray(types), everything, 10)
+    )
     vocab = np.arange(cand.shape[1])
     options = cand[types[:, :, None], vocab[None, None, :], np.arange(n)[None, :, None]]  # (B, n, V, d)
     dist = ((x[:, :, None, :] - options) ** 2).sum(-1)

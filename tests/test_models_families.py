@@ -89,7 +89,8 @@ def test_deit_matches_transformers(tmp_path: Path, architecture: str, record_pro
     record_property(f"{architecture}_max_abs_diff", diff)
     print(f"{architecture} logits, max abs diff: {diff:.3g}")
     assert diff <= TOL
-    np.testing.assert_allclose(np.asarray(jax.vmap(model.head)(x0, ctx)), ours, rtol=0, atol=rounding_tol(ours, ulps=32))
+    np.testing.assert_allclose(np.asarray(jax.vmap(model.head)(x0, ctx)), ours, rtol=0,
+                               atol=rounding_tol(ours, ulps=32))
     np.testing.assert_allclose(model.decode(x0, ctx), images, rtol=0, atol=1e-5)  # pinv of the patch embedding
     lo, hi = model.bounds("theoretical")
     assert bool(((x0 >= lo - 1e-5) & (x0 <= hi + 1e-5)).all())
@@ -99,7 +100,8 @@ def test_options_that_do_not_apply_are_refused(tmp_path: Path) -> None:
     save_random_gpt2(tmp_path / "gpt2")
     with pytest.raises(mm.UnsupportedModelError, match=r"option num_labels does not apply to GPT-2.*max_length, top_k"):
         mm.load(tmp_path / "gpt2", num_labels=3)
-    with pytest.raises(mm.UnsupportedModelError, match=r"unknown task 'classification' for GPT-2; supported: lm, lm-top5"):
+    with pytest.raises(mm.UnsupportedModelError,
+                       match=r"unknown task 'classification' for GPT-2; supported: lm, lm-top5"):
         mm.load(tmp_path / "gpt2", task="classification")
     assert mm.load(tmp_path / "gpt2", task="lm-top5").top_k == 5
     assert mm.family_of(tmp_path / "gpt2").study_task == "lm-top5"

@@ -38,7 +38,8 @@ def _edit_weights(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], 
 
 def test_unknown_model_type_lists_the_supported_ones(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(mm.UnsupportedModelError, match=r"'t5'.*bert, roberta, distilbert, gpt2, vit, deit, manifold_vit"):
+    with pytest.raises(mm.UnsupportedModelError,
+                       match=r"'t5'.*bert, roberta, distilbert, gpt2, vit, deit, manifold_vit"):
         mm.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["X"]}))
     with pytest.raises(mm.UnsupportedModelError, match=r"no model_type.*bert"):

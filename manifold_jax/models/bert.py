@@ -26,7 +26,10 @@ from .errors import UnsupportedModelError
 from .text import load_tokenizer
 from .weights import NameTable, load_params, read_checkpoint
 
-__all__ = ["BERT_NAMES", "MLM_TOP_K", "TASKS", "Bert", "BertConfig", "BertModule", "bert_from_checkpoint", "check_task", "check_tied_decoder", "load_bert"]
+__all__ = [
+    "BERT_NAMES", "MLM_TOP_K", "TASKS", "Bert", "BertConfig", "BertModule", "bert_from_checkpoint", "check_task",
+    "check_tied_decoder", "load_bert",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,7 +214,8 @@ class Bert:
             found = _mlm_argmax_jit(decoder, x, ctx["attention_mask"])
         elif method == "nearest":
             n = x.shape[-2]
-            chunk = chunk_size(self.config.vocab_size, max(self.config.type_vocab_size, 1) * n * (x.shape[-1] + x.shape[0]))
+            per_entry = max(self.config.type_vocab_size, 1) * n * (x.shape[-1] + x.shape[0])
+            chunk = chunk_size(self.config.vocab_size, per_entry)
             found = nearest_tokens(self, x, ctx["token_type_ids"], self._allowed(vocabulary), chunk)
         else:
             raise ValueError(f"unknown decode method {method!r}; use 'auto', 'mlm' or 'nearest'")
@@ -316,7 +320,8 @@ def load_bert(
     check_task(task, "BERT")
     return bert_from_checkpoint(
         directory, BertConfig.from_hf(hf_config, num_labels), task, BERT_NAMES,
-        tied=("cls.predictions.decoder.weight", ("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
+        tied=("cls.predictions.decoder.weight",
+              ("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
         what=f"BERT ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key, max_length=max_length,
         tokenizer=tokenizer,
     )

@@ -136,7 +136,9 @@ class BertEmbeddings(nn.Module):
         """
         words = self.word.embedding[vocab_ids]  # (C, d)
         types = self.types()  # (T, d)
-        summed = words[None, :, None, :] + types[:, None, None, :] if self.config.type_vocab_size else words[None, :, None, :]
+        summed = words[None, :, None, :]
+        if self.config.type_vocab_size:
+            summed = summed + types[:, None, None, :]
         return self.norm(summed + self.positions(n)[None, None])
 
 

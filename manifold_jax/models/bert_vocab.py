@@ -9,7 +9,7 @@ chunk (:meth:`~manifold_jax.models.bert_modules.BertModule.candidates`) so that 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,8 @@ def chunk_size(vocab: int, per_entry: int, budget: int = VOCAB_CHUNK_ELEMENTS) -
 
 
 def _candidates(model: Any, ids: jax.Array, n: int) -> jax.Array:
-    return BertModule(model.config, model.task).apply({"params": model.params}, ids, n, method=BertModule.candidates)
+    module = BertModule(model.config, model.task)
+    return cast(jax.Array, module.apply({"params": model.params}, ids, n, method=BertModule.candidates))
 
 
 def _vocab_chunks(vocab: int, chunk: int) -> jax.Array:

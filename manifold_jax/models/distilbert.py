@@ -93,7 +93,8 @@ def load_distilbert(
     check_task(task, "DistilBERT")
     return bert_from_checkpoint(
         directory, distilbert_config(hf_config, num_labels), task, DISTILBERT_NAMES,
-        tied=("vocab_projector.weight", ("distilbert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
+        tied=("vocab_projector.weight",
+              ("distilbert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
         what=f"DistilBERT ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key,
         max_length=max_length, tokenizer=tokenizer,
     )

@@ -14,7 +14,7 @@ tied LM head's): x_i - wpe[i] is compared with every row of wte, exactly, in chu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +61,9 @@ class GPT2:
     modality: ClassVar[str] = "text"
 
     def __post_init__(self) -> None:
-        if self.top_k is not None and (
-            not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= self.config.vocab_size
+        top_k = self.top_k
+        if top_k is not None and (
+            not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= self.config.vocab_size
         ):
             raise ValueError(f"top_k must be None or an integer in 1..{self.config.vocab_size}, got {self.top_k!r}")
 
@@ -72,7 +73,7 @@ class GPT2:
         return GPT2Module(self.config)
 
     def _apply(self, *args: Any, method: str) -> jax.Array:
-        return self.module.apply({"params": self.params}, *args, method=getattr(GPT2Module, method))
+        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(GPT2Module, method)))
 
     @property
     def dtype(self) -> Any:
@@ -150,7 +151,8 @@ class GPT2:
             raise ValueError(f"input_ids must lie in 0..{self.config.vocab_size - 1}")
         att = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask).astype(np.int32)
         lengths = att.sum(1)
-        if (lengths == 0).any() or not np.array_equal(att, (np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int32)):
+        prefix = (np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int32)
+        if (lengths == 0).any() or not np.array_equal(att, prefix):
             raise ValueError("attention_mask must mark a non-empty prefix of every row (right padding)")
         mask = att.astype(bool) if token_mask is None else np.asarray(token_mask, bool) & att.astype(bool)
         types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, np.int32)
@@ -251,6 +253,7 @@ def _next_probs_jit(model: GPT2, x: jax.Array, mask: jax.Array, last: jax.Array)
 @jit
 def _topk_jit(model: GPT2, x0: jax.Array, mask: jax.Array, last: jax.Array) -> jax.Array:
     def one(x: jax.Array, m: jax.Array, p: jax.Array) -> jax.Array:
+        assert model.top_k is not None  # a frozen head is built only for a top-k model
         return jax.lax.top_k(model._apply(x, m, p, None, method="head"), model.top_k)[1]
 
     return jax.vmap(one)(x0, mask, last)
@@ -271,7 +274,9 @@ def gpt2_params(
     head = weights.get("lm_head.weight")
     wte = weights.get("transformer.wte.weight", weights.get("wte.weight"))
     if head is not None and wte is not None and (head.shape != wte.shape or not np.array_equal(head, wte)):
-        raise UnsupportedModelError("lm_head.weight differs from transformer.wte.weight: untied LM heads are not supported")
+        raise UnsupportedModelError(
+            "lm_head.weight differs from transformer.wte.weight: untied LM heads are not supported"
+        )
     module = GPT2Module(config)
 
     def init(k: jax.Array) -> dict[str, Any]:

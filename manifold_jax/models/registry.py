@@ -39,7 +39,7 @@ class Family:
     modality: str
     tasks: tuple[str, ...]
     options: frozenset[str]
-    loader: Callable[[str, str, dict[str, Any]], Any]
+    loader: Callable[[str, Any, dict[str, Any]], Any]
     hf_config: bool = True
     study_task: str | None = None
 

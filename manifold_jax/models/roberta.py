@@ -78,7 +78,8 @@ def load_roberta(
     check_task(task, "RoBERTa")
     return bert_from_checkpoint(
         directory, roberta_config(hf_config, num_labels), task, ROBERTA_NAMES,
-        tied=("lm_head.decoder.weight", ("roberta.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
+        tied=("lm_head.decoder.weight",
+              ("roberta.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
         what=f"RoBERTa ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key, max_length=max_length,
         tokenizer=tokenizer,
     )

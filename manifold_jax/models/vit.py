@@ -372,7 +372,8 @@ def _decode_jit(model: ViT, x: jax.Array, pixels: jax.Array, token_mask: jax.Arr
     c = model.config
     images = unpatchify(model._patch_inverse(x), c.image_size, c.patch_size, c.num_channels)
     images = images * jnp.asarray(c.image_std, x.dtype) + jnp.asarray(c.image_mean, x.dtype)
-    per_patch = jnp.broadcast_to(token_mask[:, c.num_prefix :, None], (*token_mask.shape[:1], c.num_patches, c.patch_dim))
+    per_patch = jnp.broadcast_to(token_mask[:, c.num_prefix :, None],
+                                 (*token_mask.shape[:1], c.num_patches, c.patch_dim))
     replace = unpatchify(per_patch, c.image_size, c.patch_size, c.num_channels)
     return jnp.clip(jnp.where(replace, images, pixels.astype(x.dtype)), 0.0, 1.0)
 
