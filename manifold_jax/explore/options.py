@@ -154,7 +154,8 @@ class Adaptive:
     model, max |phi(y(x + dx)) - phi(y(x)) - dphi J dx|. An accepted step that needed at
     most one corrector iteration grows h by ``grow`` (up to ``max_step``); a rejection at
     ``min_step`` is flagged UNCONVERGED and the point stays. Bounds default to eta / 1000
-    and 1000 eta.
+    and 1000 eta. ``on``: what phi measures, as :class:`Newton`'s (a corrector's own
+    ``on`` wins): "probabilities" suits a walk toward a class, whose logits may move far.
     """
 
     tol: float = 1e-6
@@ -162,6 +163,7 @@ class Adaptive:
     shrink: float = 0.5
     min_step: float | None = None
     max_step: float | None = None
+    on: Literal["auto", "logits", "probabilities"] = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tol", _positive_tol("Adaptive(tol)", self.tol))
@@ -175,6 +177,7 @@ class Adaptive:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, check_real(f"Adaptive({name})", value, positive=True))
+        check_option("Adaptive(on)", self.on, MEASURES)
         if self.min_step is not None and self.max_step is not None and self.min_step > self.max_step:
             raise ValueError(
                 f"Adaptive(min_step={self.min_step}, max_step={self.max_step}): no admissible step size, "
@@ -291,10 +294,22 @@ def resolve_stop(stop: Any) -> tuple[Event, ...]:
 # --------------------------------------------------------------------------- the configuration
 
 
-def _resolve_step_rule(step_rule: Any, tol: float | None) -> StepRule:
+def _by_name(tol: float | None, on: str) -> dict[str, Any]:
+    """The keywords an option named by a string takes from the config's ``tol`` and ``on``."""
+    return {**({} if tol is None else {"tol": tol}), **({} if on == "auto" else {"on": on})}
+
+
+def _check_given(option: Adaptive | Newton, tol: float | None, on: str) -> None:
+    name = type(option).__name__
+    if tol is not None and tol != option.tol:
+        raise ValueError(f"tol={tol} conflicts with {name}(tol={option.tol}); give the tolerance once")
+    if on != "auto" and on != option.on:
+        raise ValueError(f"on={on!r} conflicts with {name}(on={option.on!r}); say it once")
+
+
+def _resolve_step_rule(step_rule: Any, tol: float | None, on: str) -> StepRule:
     if isinstance(step_rule, Adaptive):
-        if tol is not None and tol != step_rule.tol:
-            raise ValueError(f"tol={tol} conflicts with Adaptive(tol={step_rule.tol}); give the tolerance once")
+        _check_given(step_rule, tol, on)
         return step_rule
     if isinstance(step_rule, Fixed):
         return step_rule
@@ -302,17 +317,18 @@ def _resolve_step_rule(step_rule: Any, tol: float | None) -> StepRule:
     if step_rule == "fixed":
         return Fixed()
     if step_rule == "adaptive":
-        return Adaptive() if tol is None else Adaptive(tol=tol)
+        return Adaptive(**_by_name(tol, on))
     return step_rule
 
 
-def _resolve_corrector(corrector: Any, tol: float | None) -> Newton | None:
-    if corrector is None or isinstance(corrector, Newton):
-        if isinstance(corrector, Newton) and tol is not None and tol != corrector.tol:
-            raise ValueError(f"tol={tol} conflicts with Newton(tol={corrector.tol}); give the tolerance once")
+def _resolve_corrector(corrector: Any, tol: float | None, on: str) -> Newton | None:
+    if corrector is None:
+        return None
+    if isinstance(corrector, Newton):
+        _check_given(corrector, tol, on)
         return corrector
     check_option("corrector", corrector, CORRECTORS)
-    return Newton() if tol is None else Newton(tol=tol)
+    return Newton(**_by_name(tol, on))
 
 
 @dataclass(frozen=True)
@@ -327,7 +343,8 @@ class ExploreConfig:
     "paper" (delta = eta sqrt(lambda_min_nonnull / lambda_max); pair it with
     spectrum="svd", which gets the smallest non-null eigenvalue to ~1e-5 relative where
     "gram" may be off by ~1e-3), "fixed" / :class:`Fixed`, "adaptive" / :class:`Adaptive`.
-    tol: the tolerance of "adaptive" and "newton" given by name (one value for both).
+    tol: the tolerance of "adaptive" and "newton" given by name (one value for both); on:
+    what they measure ("auto", "logits", "probabilities"; see :class:`Newton`).
     direction: "random" (the reference) or "coherent" / :class:`Coherent`.
     corrector: None (the reference) or "newton" / :class:`Newton` (SiMEC only).
     box: "clip" (the reference: clip after each step) or "active" (freeze the coordinates
@@ -369,6 +386,7 @@ class ExploreConfig:
     box: Literal["clip", "active"] = "clip"
     stop: tuple[Event, ...] = ()
     tol: float | None = None
+    on: Literal["auto", "logits", "probabilities"] = "auto"
 
     def __post_init__(self) -> None:
         check_option("algorithm", self.algorithm, ALGORITHMS)
@@ -383,10 +401,12 @@ class ExploreConfig:
         set_("eta", check_real("eta", self.eta, positive=True))
         tol = None if self.tol is None else _positive_tol("tol", self.tol)
         set_("tol", tol)
-        set_("step_rule", _resolve_step_rule(self.step_rule, tol))
-        set_("corrector", _resolve_corrector(self.corrector, tol))
-        if tol is not None and not isinstance(self.step_rule, Adaptive) and self.corrector is None:
-            raise ValueError("tol= is the tolerance of step_rule='adaptive' or corrector='newton'; give one of them")
+        check_option("on", self.on, MEASURES)
+        set_("step_rule", _resolve_step_rule(self.step_rule, tol, self.on))
+        set_("corrector", _resolve_corrector(self.corrector, tol, self.on))
+        measured = isinstance(self.step_rule, Adaptive) or self.corrector is not None
+        if (tol is not None or self.on != "auto") and not measured:
+            raise ValueError("tol= and on= belong to step_rule='adaptive' or corrector='newton'; give one of them")
         set_("direction", resolve_direction(self.direction))
         set_("stop", resolve_stop(self.stop))
         set_("batch_size", check_optional_count("batch_size", self.batch_size))
@@ -433,6 +453,8 @@ class ExploreConfig:
     def measure(self) -> str:
         """What the corrector and the adaptive error keep: "logits" or "probabilities"."""
         on = self.corrector.on if self.corrector is not None else "auto"
+        if on == "auto" and isinstance(self.step_rule, Adaptive):
+            on = self.step_rule.on
         if on != "auto":
             return on
         return "probabilities" if self.output_metric in ("softmax", "fisher_rao") else "logits"

@@ -42,10 +42,12 @@ RUNS: tuple[str, ...] = (*ALGORITHMS, COUNTERFACTUAL)
 """The explorations a study can hold: SiMEC, SiMExp and the counterfactual."""
 
 COUNTERFACTUAL_OPTIONS: dict[str, Any] = {
-    "step_rule": "adaptive", "tol": 1e-2, "eta": 0.5, "stop": "flip", "box": "active", "save_every": 1,
+    "step_rule": "adaptive", "tol": 1e-2, "on": "probabilities", "eta": 0.5, "stop": "flip", "box": "active",
+    "save_every": 1,
 }
 """The counterfactual's own step (``run_options["counterfactual"]`` overrides it): an adaptive walk
-along J^+ (e_c - p) whose linear model stays within 1e-2 per step, in the box, to the flip."""
+along J^+ (e_c - p) whose linear model of the probabilities stays within 1e-2 per step, in the
+box, to the flip."""
 
 SHARED_WITH_COUNTERFACTUAL = ("threshold", "spectrum", "blocks", "output_metric", "mode", "chunk_size", "batch_size")
 """Study options the counterfactual shares with SiMEC and SiMExp (its step and saving are its own)."""
