@@ -163,8 +163,8 @@ class Ours:
         d x d matrix per explored token (shape (..., >= m, d, d)); XLA's buffer sizes."""
         import importlib
 
-        # the package re-exports the function explore(), which shadows the module name
-        engine = importlib.import_module("manifold_jax.explore")
+        # the compiled chunk program lives in the exploration loop's module
+        engine = importlib.import_module("manifold_jax.explore.loop")
         original = engine._advance
         captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 

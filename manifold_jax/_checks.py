@@ -83,7 +83,7 @@ def check_real(name: str, value: Any, *, positive: bool = False, low: float | No
         raise TypeError(f"{name} must be a real number, got {value!r}")
     out = float(value)
     if not math.isfinite(out):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
     if positive and out <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if low is not None and (out < low or (open_low and out == low)):

@@ -120,8 +120,10 @@ def read_model_type(directory: str) -> str:
     try:
         with open(config_path) as f:
             config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
     except (OSError, ValueError) as err:
-        raise ValueError(f"{config_path} is not readable JSON: {err}") from None
+        raise ValueError(f"{config_path}: not readable ({err})") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type is None:
         raise UnsupportedModelError(
