@@ -159,7 +159,9 @@ def many_shots(jobs: Sequence[tuple[Sequence[str], Path]]) -> list[Any]:
         err.close()
         lines = [ln for ln in out.splitlines() if ln.strip()]
         if not lines:
-            raise RuntimeError(f"worker {' '.join(args)} gave no result (exit {proc.returncode}); log {log}:\n{_tail(log)}")
+            raise RuntimeError(
+                f"worker {' '.join(args)} gave no result (exit {proc.returncode}); log {log}:\n{_tail(log)}"
+            )
         msg = json.loads(lines[-1])
         if "error" in msg:
             raise RuntimeError(f"worker {' '.join(args)} failed:\n{msg['error']}")
@@ -287,7 +289,8 @@ def speed_one(spec: Spec, workdir: Path, threads: Sequence[int], control: bool =
             "ref_s_by_threads": {str(t): v for t, v in medians.items()}, "torch_threads": best,
             "ref_jacobian_s": _median(b_jac[best]), "ref_eigh_s": _median(b_eigh[best]),
             "speedup": base_it / ours_it,
-            "floor_s": jac_floor, "floor_call_s": jac_call, "floor_scan_s": jac_scan, "forward_s": fwd, "ours_over_floor": ours_it / jac_floor,
+            "floor_s": jac_floor, "floor_call_s": jac_call, "floor_scan_s": jac_scan, "forward_s": fwd,
+            "ours_over_floor": ours_it / jac_floor,
             "ceiling": base_it / jac_floor,
             "compile_s": first["total"] - _median(o_totals),
             "first_call_s": first["total"], "steady_call_s": _median(o_totals),
@@ -417,7 +420,8 @@ FLOOR_COLUMNS = [
 ]
 CHECK_COLUMNS = [
     ("spec", "config"), ("eig_max_rel", "eig. max |diff| / lambda_max"), ("delta_max_rel", "delta max rel. diff"),
-    ("x0_max_abs_diff", "x0 max |diff|"), ("lambda_max_min", "lambda_max (min)"), ("lambda_max_max", "lambda_max (max)"),
+    ("x0_max_abs_diff", "x0 max |diff|"), ("lambda_max_min", "lambda_max (min)"),
+    ("lambda_max_max", "lambda_max (max)"),
     ("samples_ours", "ours samples"), ("samples_ref", "baseline samples"), ("ours_s_min", "ours min"),
     ("ours_s_max", "ours max"), ("ref_s_min", "baseline min"), ("ref_s_max", "baseline max"),
     ("ours_s_call", "ours s/it (whole call)"), ("finite", "finite"),
@@ -489,7 +493,8 @@ def targets(speed_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "note": f"device {r.get('jax_device')}"})
     for r in speed_rows:
         out.append({"target": f"{r['spec']}: ours / floor <= {FLOOR_TARGET}", "measured": f"{r['ours_over_floor']:.2f}",
-                    "met": r["ours_over_floor"] <= FLOOR_TARGET, "by": f"{FLOOR_TARGET / r['ours_over_floor']:.2f}x margin",
+                    "met": r["ours_over_floor"] <= FLOOR_TARGET,
+                    "by": f"{FLOOR_TARGET / r['ours_over_floor']:.2f}x margin",
                     "note": ""})
     return out
 
@@ -526,7 +531,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "platform": platform.platform(), "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"),
             "loadavg": list(os.getloadavg())}
 
 
@@ -569,7 +574,8 @@ def render(results: dict[str, Any]) -> str:
         parts += ["### Peak memory (RSS above the loaded model, fresh process per cell)",
                   table(memory_view(results["memory"]), MEMORY_COLUMNS)]
         for r in results["memory"]:
-            parts.append(f"{r['spec']}: largest arrays of our compiled chunk program: {'; '.join(r['program']['largest'])}")
+            largest = "; ".join(r["program"]["largest"])
+            parts.append(f"{r['spec']}: largest arrays of our compiled chunk program: {largest}")
     if "speed" in results:
         for r in results["speed"]:
             if r.get("threads_dropped"):
@@ -623,7 +629,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     specs = _specs(a.specs, a.quick)
     threads = [int(t) for t in str(a.threads).split(",") if t]
-    results: dict[str, Any] = {"machine": machine(), "command": " ".join(["benchmarks/bench.py", *(argv or sys.argv[1:])]),
+    command = " ".join(["benchmarks/bench.py", *(argv or sys.argv[1:])])
+    results: dict[str, Any] = {"machine": machine(), "command": command,
                                "threads": threads}
     started = time.perf_counter()
     phases: dict[str, float] = {}

@@ -31,7 +31,7 @@ import numpy as np
 from manifold_jax import analysis
 from manifold_jax.data import demo_sentences, load_sentences, mnist_split
 from manifold_jax.report import pooled_rho_v, projection_summary, study_metrics, study_projections
-from manifold_jax.runs import StudySpec, load_model, load_study, run_study
+from manifold_jax.study import MnistImage, StudyInput, StudySpec, Text, load_model, load_study, run_study
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ PAPER_NOTE = """\
 
 * **Fewer inputs.** 10 digits and 10 sentences per configuration, not the paper's 30 digits
   and 39 hate-speech texts (the counts its means imply, e.g. 0.067 = 2/30, 0.744 = 29/39): the
-  whole reproduction must run in well under an hour on a shared 2-core CPU. Standard deviations over 10 inputs are themselves uncertain by ~25 %.
+  whole reproduction must run in well under an hour on a shared 2-core CPU. Standard deviations
+  over 10 inputs are themselves uncertain by ~25 %.
 * **Image model**: the embedded MNIST ViT has the paper's shape (hidden 48, 4 layers,
   4 heads, MLP 192) but 4x4 patches (49 + CLS tokens, not 196 + CLS), trained on the
   4,000 training images of the 5,000-image MNIST subset that ships offline (held-out
@@ -144,18 +145,18 @@ READING = "## Reading of the run"
 """A hand-written section after this heading in an existing table file survives a rerun."""
 
 
-def _inputs(kind: str, count: int) -> tuple[str, ...]:
+def _inputs(kind: str, count: int) -> tuple[StudyInput, ...]:
     if kind == "images":
         split = mnist_split(seed=0)
         per_digit: dict[int, list[int]] = {}
         for i, lab in zip(split.test_index, split.test_labels, strict=True):
             per_digit.setdefault(int(lab), []).append(int(i))
         chosen = [idx for rank in range(count) for digit in range(10) for idx in per_digit[digit][rank : rank + 1]]
-        return tuple(f"mnist:{i}" for i in chosen[:count])  # one held-out image per digit first
+        return tuple(MnistImage(i) for i in chosen[:count])  # one held-out image per digit first
     texts = list(demo_sentences()[0])  # kept out of the head's training data
     if len(texts) < count:
         texts += [t for t in load_sentences()[0] if t not in texts]
-    return tuple(texts[:count])
+    return tuple(Text(t) for t in texts[:count])
 
 
 def _ms(values: list[float], digits: int = 3) -> str:
@@ -214,8 +215,8 @@ def main() -> None:
     for config in configs:
         spec = StudySpec(
             model=MODELS[config.data], inputs=_inputs(config.data, args.inputs), algorithms=config.algorithms,
-            steps=args.steps, eta=config.eta, select=config.select, space=config.space,
-            save_every=max(1, args.steps // 100), threshold=threshold, baseline=False,
+            steps=args.steps, select=config.select, space=config.space, baseline=False,
+            options={"eta": config.eta, "save_every": max(1, args.steps // 100), "threshold": threshold},
         )
         out = Path(args.out) / config.name
         t0 = time.time()

@@ -401,7 +401,7 @@ def run_reference_batch(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     states = []
-    for b, (head, x0) in enumerate(zip(heads, x0s)):
+    for b, (head, x0) in enumerate(zip(heads, x0s, strict=True)):
         _check_common(x0, steps, eta, threshold, algorithm, save_each, step_rule)
         tokens = _tokens(sels[b], x0.shape[0])
         with torch.no_grad():
@@ -413,7 +413,7 @@ def run_reference_batch(
                  traj=[x_host], its=[0], logits=[logits0], deltas=[], chosen=[], sec=[], sj=[], se=[])
         )
     for it in range(1, int(steps) + 1):
-        for b, (head, st) in enumerate(zip(heads, states)):
+        for b, (head, st) in enumerate(zip(heads, states, strict=True)):
             t0 = time.perf_counter()
             res = reference_step(head, st["x"], eta=eta, threshold=threshold, algorithm=algorithm,
                                  tokens=st["tokens"], lo=st["lo"], hi=st["hi"], rng=rng, metric=metric,

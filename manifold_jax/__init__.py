@@ -6,28 +6,49 @@ SiMExp loop in :mod:`manifold_jax.explore`, the Flax ports in :mod:`manifold_jax
 
 from manifold_jax.explore import (
     NONFINITE,
+    REJECTED,
     STALLED,
+    STOPPED,
+    UNCONVERGED,
     Absolute,
+    Adaptive,
+    Coherent,
+    Distance,
     ExplorationState,
     ExploreConfig,
+    Fixed,
+    Flip,
+    Newton,
+    ProbabilityLevel,
     Relative,
     Trajectory,
     explore,
     init_state,
     simec,
     simexp,
+    step,
 )
-from manifold_jax.geometry import Spectrum, pullback_metric, spectrum
+from manifold_jax.geometry import Spectrum, newton_correction, pullback_metric, spectrum
 from manifold_jax.output_metrics import euclidean, fisher_rao, metric_tensor, softmax_euclidean
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NONFINITE",
+    "REJECTED",
     "STALLED",
+    "STOPPED",
+    "UNCONVERGED",
     "Absolute",
+    "Adaptive",
+    "Coherent",
+    "Distance",
     "ExplorationState",
     "ExploreConfig",
+    "Fixed",
+    "Flip",
+    "Newton",
+    "ProbabilityLevel",
     "Relative",
     "Spectrum",
     "Trajectory",
@@ -36,9 +57,11 @@ __all__ = [
     "fisher_rao",
     "init_state",
     "metric_tensor",
+    "newton_correction",
     "pullback_metric",
     "simec",
     "simexp",
     "softmax_euclidean",
     "spectrum",
+    "step",
 ]

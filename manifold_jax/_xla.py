@@ -56,6 +56,7 @@ class _Jitted:
         self._fun = fun
         self._kwargs = kwargs
         self._jitted: Any = None
+        self._nested: Any = None
         functools.update_wrapper(self, fun)
 
     @property
@@ -66,11 +67,21 @@ class _Jitted:
         return self._jitted
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _traced(args, kwargs):
+            # inside the caller's jit / vmap / grad: JAX accepts compiler options on the
+            # outermost jit only, and the caller's program is compiled with theirs
+            if self._nested is None:
+                self._nested = jax.jit(self._fun, **self._kwargs)
+            return self._nested(*args, **kwargs)
         return self.jitted(*args, **kwargs)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """``jax.jit(...).lower``: the program for these arguments, ready to compile."""
         return self.jitted.lower(*args, **kwargs)
+
+
+def _traced(args: Any, kwargs: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
 
 
 def jit(fun: Callable[..., Any] | None = None, **kwargs: Any) -> Any:

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._callables import StaticPart, merge_callable
 from manifold_jax._xla import jit
-from manifold_jax.geometry import block_spectrum, output_size
+from manifold_jax.explore import prepare_problem
+from manifold_jax.geometry import block_spectrum
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 
 SELECTIONS: tuple[str, ...] = ("all", "one", "q1", "q2", "q3")
@@ -26,7 +27,9 @@ third quartile (q3: the top quarter) of the importance of the explorable tokens.
 
 
 @jit(static_argnames=("static", "metric"))
-def _importance(dynamic: list[Any], x0: jax.Array, args: tuple[Any, ...], *, static: StaticPart, metric: OutputMetric) -> jax.Array:
+def _importance(
+    dynamic: list[Any], x0: jax.Array, args: tuple[Any, ...], *, static: StaticPart, metric: OutputMetric
+) -> jax.Array:
     f = merge_callable(dynamic, static)
     n = x0.shape[1]
     index, valid = jnp.arange(n), jnp.ones((n,), bool)
@@ -45,14 +48,9 @@ def token_importance(
     output_metric: str | OutputMetric = "euclidean",
 ) -> np.ndarray:
     """Largest pullback eigenvalue of every token: x0 (B, n, d), args batched -> (B, n)."""
-    x0 = jnp.asarray(x0)
-    if x0.ndim != 3:
-        raise ValueError(f"x0 must be a batch (B, n, d), got shape {x0.shape}")
-    args = args if isinstance(args, tuple) else (args,)
-    output_size(f, x0[0], jax.tree.map(lambda a: a[0], args))
-    dynamic, static = split_callable(f)
+    problem = prepare_problem(f, x0, args=args, batched=True)
     metric = resolve_output_metric(output_metric)
-    return np.asarray(_importance(dynamic, x0, args, static=static, metric=metric))
+    return np.asarray(_importance(problem.dynamic, jnp.asarray(x0), problem.args, static=problem.static, metric=metric))
 
 
 def select_tokens(importance: Any, token_mask: Any, how: str | list[int]) -> np.ndarray:
@@ -74,12 +72,15 @@ def select_tokens(importance: Any, token_mask: Any, how: str | list[int]) -> np.
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
             raise ValueError(f"select must name a selection {SELECTIONS} or list positions, got {how!r}")
         if idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"select position {int(idx.max() if idx.max() >= n else idx.min())} is out of range: inputs have {n} positions (0..{n - 1})")
+            bad = int(idx.max() if idx.max() >= n else idx.min())
+            raise ValueError(f"select position {bad} is out of range: inputs have {n} positions (0..{n - 1})")
         out = np.zeros_like(mask)
         out[:, idx] = True
         if (out & ~mask).any():
             b, i = np.argwhere(out & ~mask)[0]
-            raise ValueError(f"select position {int(i)} is not an explorable token of item {int(b)} (special token or padding)")
+            raise ValueError(
+                f"select position {int(i)} is not an explorable token of item {int(b)} (special token or padding)"
+            )
         return out
     if how not in SELECTIONS:
         raise ValueError(f"select={how!r} is not supported; expected one of {', '.join(SELECTIONS)} or positions")

@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._callables import StaticPart, merge_callable
+from manifold_jax._checks import check_count
 from manifold_jax._xla import jit
-from manifold_jax.explore import ExplorationState, Trajectory, _batch_args, _bounds, init_state
-from manifold_jax.geometry import output_size
-from manifold_jax.selection import Select, token_selection
+from manifold_jax.explore import RECORD_FIELDS, Trajectory, prepare
+from manifold_jax.explore.problem import drop_batch_axis, replace_state
+from manifold_jax.selection import Select
 
 
 def _baseline_step(
@@ -72,7 +73,8 @@ def _run(
         return c_next, jax.tree.map(lambda r: r[0], recs)
 
     stalls = jnp.zeros(x.shape[:1], jnp.int32)
-    carry, saved = jax.lax.scan(block, (x, keys, stalls), None, length=steps // save_every)
+    start: tuple[jax.Array, ...] = (x, keys, stalls)
+    carry, saved = jax.lax.scan(block, start, None, length=steps // save_every)
     _, last = one(carry, None)
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), saved, last)
 
@@ -98,32 +100,34 @@ def gradient_baseline(
     """
     if direction not in ("stay", "leave"):
         raise ValueError(f"direction={direction!r} is not supported; expected 'stay' or 'leave'")
-    if not isinstance(steps, int) or steps < 1 or steps % save_every:
+    steps = check_count("steps", steps)
+    save_every = check_count("save_every", save_every)
+    if steps % save_every:
         raise ValueError(f"steps must be a positive multiple of save_every ({save_every}), got {steps!r}")
-    state: ExplorationState = init_state(x0, key)
-    batched = state.x.ndim == 3
-    x = state.x if batched else state.x[None]
-    keys = state.key if batched else state.key[None]
-    batch, n, _ = x.shape
-    args_b = _batch_args(args, batch, batched)
-    sel = token_selection(select, n, batch if batched else None)
-    lo, hi = _bounds(bounds, x, sel, batched)
-    delta = np.broadcast_to(np.asarray(step_size, np.float64), sel.index.shape)
+    problem, state = prepare(f, x0, key=key, args=args, select=select, bounds=bounds)
+    x = state.x
+    delta = np.broadcast_to(np.asarray(step_size, np.float64), problem.index.shape)
     if not (np.isfinite(delta).all() and (delta >= 0).all()):
         raise ValueError("step_size must be finite and non-negative")
-    output_size(f, x[0], jax.tree.map(lambda a: a[0], args_b))
-    dynamic, static = split_callable(f)
-    f_merged = merge_callable(dynamic, static)
-    y0 = jax.vmap(lambda xi, ai: f_merged(xi, *ai))(x, args_b)
-    target = jnp.argmax(y0, axis=1)
-    inputs = (args_b, jnp.asarray(sel.index), jnp.asarray(sel.valid), lo, hi)
+    target = jnp.argmax(state.anchor, axis=1)
+    inputs = (problem.args, problem.index, problem.valid, problem.lo, problem.hi)
     (x_end, keys_end, stalls_end), saved = _run(
-        dynamic, x, keys, target, jnp.asarray(delta, x.dtype), inputs,
-        jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype), static=static, steps=steps, save_every=save_every,
+        problem.dynamic, x, state.key, target, jnp.asarray(delta, x.dtype), inputs,
+        jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype), static=problem.static, steps=steps,
+        save_every=save_every,
     )
     fields = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in saved.items()}
-    if not batched:
+    # the baseline has no step controller, corrector or goal: those records are blank
+    saved_points = fields["y"].shape[1]
+    blank = {"h": np.nan, "drift": np.nan, "error": np.nan, "corrections": 0, "rejected": 0, "arc_length": np.nan,
+             "goal_distance": np.nan}
+    for name, value in blank.items():
+        fields[name] = np.full((problem.batch, saved_points), value, np.int32 if isinstance(value, int) else x.dtype)
+    offsets = (fields["x"] - np.asarray(x)[:, None]).reshape(problem.batch, saved_points, -1)
+    fields["distance"] = np.linalg.norm(offsets, axis=-1).astype(x.dtype)
+    final = replace_state(state, x=x_end, key=keys_end, iteration=jnp.asarray(steps, jnp.int32), stalls=stalls_end)
+    if not problem.batched:
         fields = {k: v[0] for k, v in fields.items()}
-        x_end, keys_end, stalls_end = x_end[0], keys_end[0], stalls_end[0]
-    final = ExplorationState(x=x_end, key=keys_end, iteration=jnp.asarray(steps, jnp.int32), stalls=stalls_end)
-    return Trajectory(**fields, iteration=np.arange(0, steps + 1, save_every), final=final)
+        final = drop_batch_axis(final)
+    return Trajectory(**{name: fields[name] for name in RECORD_FIELDS},
+                      iteration=np.arange(0, steps + 1, save_every), final=final)

@@ -23,9 +23,16 @@ import jax.numpy as jnp
 from jax.experimental.sparse.linalg import lobpcg_standard
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
-from manifold_jax._checks import check_finite, check_float_array, check_option
+from manifold_jax._checks import (
+    check_count,
+    check_finite,
+    check_float_array,
+    check_option,
+    check_optional_count,
+    is_concrete,
+)
 from manifold_jax._xla import jit
-from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
+from manifold_jax.output_metrics import OutputMetric, metric_product, metric_rank, resolve_output_metric
 from manifold_jax.selection import Select, token_selection
 
 Method = Literal["dense", "gram", "svd", "matfree"]
@@ -70,6 +77,8 @@ def output_size(f: Callable[..., jax.Array], x: jax.Array, args: tuple[Any, ...]
         raise ValueError(f"f must return a vector of shape (k,), got {shape}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"f must return floating-point outputs, got dtype {out.dtype}")
+    if out.shape[0] == 0:
+        raise ValueError("f returns an empty output vector (k = 0): there is no metric to pull back")
     return int(out.shape[0])
 
 
@@ -120,6 +129,34 @@ def factor_blocks(jac: jax.Array, factor: jax.Array, blocks: str) -> jax.Array:
     return jnp.transpose(a, (1, 0, 2)).reshape(1, r, m * d)
 
 
+def min_norm_solve(a: jax.Array, r: jax.Array) -> jax.Array:
+    """The minimum-norm least-squares solution of a dx = r: dx = a^T (a a^T)^+ r, a (k, D), r (k,).
+
+    (a a^T)^+ comes from the eigendecomposition of the k x k Gram matrix, with eigenvalues
+    under the dtype's numerical floor (100 eps of the largest) treated as zero: a softmax
+    head's Jacobian has rank k - 1, and dividing by its rounding-noise eigenvalue would
+    send the step to infinity. O(k^2 D).
+    """
+    lam, u = jnp.linalg.eigh(a @ a.T)
+    keep = lam > numerical_floor(a.dtype) * jnp.maximum(lam[-1], 0.0)
+    coef = (u.T @ r) / jnp.where(keep, lam, 1.0)
+    return a.T @ (u @ jnp.where(keep, coef, 0.0))
+
+
+def measured_outputs(y: jax.Array, on: str) -> jax.Array:
+    """What a level set keeps: the logits themselves ("logits") or softmax(y) ("probabilities")."""
+    return jax.nn.softmax(y) if on == "probabilities" else y
+
+
+def measure_jacobian(y: jax.Array, jac: jax.Array, on: str) -> jax.Array:
+    """d phi / dx = (d phi / dy) J for phi of :func:`measured_outputs`; jac (k, ...) -> (k, ...)."""
+    if on != "probabilities":
+        return jac
+    p = jax.nn.softmax(y)
+    dphi = jnp.diag(p) - jnp.outer(p, p)
+    return jnp.tensordot(dphi, jac, axes=1)
+
+
 def dense_spectrum(a: jax.Array) -> Spectrum:
     """Full eigendecomposition of g = A^T A (the paper's literal algorithm): O(D^3)."""
     g = jnp.einsum("...ri,...rj->...ij", a, a)
@@ -162,14 +199,22 @@ def _top_eigenpairs(
 ) -> Spectrum:
     """Top-p eigenpairs of a symmetric PSD operator v (dim,) -> g v, matrix-free (LOBPCG).
 
-    LOBPCG needs 5p < dim; smaller operators are materialised from dim products.
+    Why LOBPCG (``jax.experimental.sparse.linalg.lobpcg_standard``) rather than matfree's
+    Lanczos: it ships with JAX (no dependency); it is a block method, so each iteration is
+    ONE batched product on p vectors (a vmapped jvp + vjp, which XLA runs as a single wide
+    pass through the model, on CPU as on GPU) where Lanczos makes p-times-more sequential
+    single-vector products; and in float32 it keeps its block orthonormal by Rayleigh-Ritz
+    on every iteration, where plain Lanczos loses orthogonality and needs full
+    re-orthogonalisation for eigenvectors as accurate. A pullback metric has a few large
+    eigenvalues and a fast-decaying tail, the case where LOBPCG converges in a few
+    iterations. LOBPCG needs 5p < dim; smaller operators are materialised from dim products.
     An exactly-zero operator is shifted by the identity (LOBPCG divides by its norm).
     """
     block = jax.vmap(apply, in_axes=1, out_axes=1)
     if 5 * p >= dim:
         lam, vecs = jnp.linalg.eigh(block(jnp.eye(dim, dtype=dtype)))
         return Spectrum(lam[::-1][:p], vecs[:, ::-1][:, :p].T)
-    start = jax.random.normal(key, (dim, p), dtype)
+    start = jax.random.normal(key, (dim, p), jnp.float32).astype(dtype)  # the same draw in every precision
     zero = jnp.all(block(start) == 0)
     shift = jnp.where(zero, 1.0, 0.0).astype(dtype)
     theta, vecs, _ = lobpcg_standard(lambda v: block(v) + shift * v, start, m=iters)
@@ -189,25 +234,33 @@ def matfree_spectrum(
     key: jax.Array,
     iters: int = MATFREE_ITERS,
 ) -> tuple[jax.Array, Spectrum]:
-    """Output y and the top spectrum of each block from g v = J^T G (J v), never forming J.
+    """Output y and the top spectrum of each block from g v = J^T G (J v), never forming J nor G.
 
-    One linearisation of f serves every product: a JVP gives J v, the transposed
-    linear map gives J^T w. ``rank`` (default: the rank of G's factor) eigenpairs per block.
+    One linearisation of f serves every product: a JVP gives J v (k,), the metric's
+    matrix-free product G w (:func:`~manifold_jax.output_metrics.metric_product`: O(k) for
+    the built-in metrics), the transposed linear map gives J^T w. Nothing of size k x k,
+    k x r or k x D is ever formed, so k may be a full vocabulary (50,257): memory is the
+    linearisation's residuals plus p tangents of the outputs. ``rank`` (default: the
+    column count of G's factor, i.e. the whole non-zero spectrum; pass a small rank when k
+    is large) eigenpairs per block, capped at the block's dimension. With k > D the metric
+    may have no exact null space: the caller's relative threshold then decides which of
+    the top ``rank`` eigenpairs count as visible, and every direction orthogonal to the
+    visible ones counts as null (the distribution barely sees it when lambda_rank is under
+    the threshold).
     """
     y, lin = jax.linearize(lambda z: f(z, *args), x)
     lin_t = jax.linear_transpose(lin, x)
-    factor = metric(y)
-    gmat = factor @ factor.T
     m, d = index.shape[0], x.shape[-1]
     mask = valid[:, None].astype(x.dtype)
+    columns = metric_rank(metric, y) if rank is None else rank
 
     def apply_selected(v: jax.Array) -> jax.Array:
         tangent = jnp.zeros_like(x).at[index].set(v * mask)
-        (back,) = lin_t(gmat @ lin(tangent))
+        (back,) = lin_t(metric_product(metric, y, lin(tangent)))
         return back[index] * mask
 
     if blocks == "token":
-        p = min(rank if rank is not None else factor.shape[1], d)
+        p = min(columns, d)
 
         def token_block(i: jax.Array, kk: jax.Array) -> Spectrum:
             def apply_token(v: jax.Array) -> jax.Array:
@@ -218,7 +271,7 @@ def matfree_spectrum(
         # one token at a time: vmapping the solver over tokens would hold m full-size tangents
         return y, jax.lax.map(lambda a: token_block(*a), (jnp.arange(m), jax.random.split(key, m)))
     dim = m * d
-    p = min(rank if rank is not None else factor.shape[1], dim)
+    p = min(columns, dim)
     spec = _top_eigenpairs(
         lambda v: apply_selected(v.reshape(m, d)).reshape(dim), dim, p, key, x.dtype, iters
     )
@@ -249,14 +302,28 @@ def block_spectrum(
     return y, REDUCED_SPECTRA[method](factor_blocks(jac, metric(y), blocks))
 
 
-def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, Any]:
+def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x as a JAX array and the selection as (index (m,), valid (m,)); works on traced x.
+
+    A traced boolean mask (a selection computed inside the caller's ``jit`` or ``vmap``)
+    keeps a block per position, its unselected ones exactly null.
+    """
     arr = check_float_array("x", x, (2,))
     check_finite("x", arr)
     check_option("blocks", blocks, BLOCKS)
     if method is not None:
         check_option("method", method, METHODS)
-    sel = token_selection(select, arr.shape[0], None)
-    return jnp.asarray(arr), sel
+    n = arr.shape[0]
+    if select is not None and not is_concrete(select):
+        mask = jnp.asarray(select)
+        if mask.dtype != jnp.bool_ or mask.shape != (n,):
+            raise ValueError(
+                f"a traced select must be a boolean mask of shape ({n},), got {mask.dtype} {tuple(mask.shape)}; "
+                "indices must be known outside jit/vmap"
+            )
+        return jnp.asarray(arr), jnp.arange(n, dtype=jnp.int32), mask
+    sel = token_selection(select, n, None)
+    return jnp.asarray(arr), jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0])
 
 
 @jit(static_argnames=("static", "metric", "blocks", "method", "mode", "rank", "iters"))
@@ -277,11 +344,13 @@ def _spectrum_jit(
     iters: int,
 ) -> Spectrum:
     f = merge_callable(dynamic, static)
-    _, spec = block_spectrum(
+    y, spec = block_spectrum(
         f, x, args, index, valid, metric=metric, blocks=blocks, method=method,
         mode=mode, rank=rank, key=key, iters=iters,
     )
-    return spec
+    # a non-finite output makes the whole spectrum meaningless, even where J itself is finite
+    finite = jnp.isfinite(y).all()
+    return Spectrum(jnp.where(finite, spec.eigenvalues, jnp.nan), jnp.where(finite, spec.eigenvectors, jnp.nan))
 
 
 def spectrum(
@@ -302,18 +371,23 @@ def spectrum(
     ``select`` picks the tokens (mask (n,), indices, or None for all); ``blocks`` chooses
     per-token blocks or one joint block; ``method`` the backend ("dense", "gram", "svd",
     "matfree": the latter needs ``key`` and returns the top ``rank`` eigenpairs).
+    A pure function: it works under the caller's ``jit``, ``vmap`` and ``grad``. Where f(x)
+    is not finite, every eigenvalue is NaN (eagerly: a ValueError).
     """
-    xj, sel = _prepare(x, select, blocks, method)
+    xj, index, valid = _prepare(x, select, blocks, method)
     metric = resolve_output_metric(output_metric)
     output_size(f, xj, args)
     dynamic, static = split_callable(f)
-    if rank is not None and (not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    return _spectrum_jit(
-        dynamic, xj, args, jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0]), key,
+    rank = check_optional_count("rank", rank)
+    iters = check_count("iters", iters)
+    spec = _spectrum_jit(
+        dynamic, xj, args, index, valid, key,
         static=static, metric=metric, blocks=blocks, method=method,
         mode=check_option("mode", mode, MODES), rank=rank, iters=iters,
     )
+    if is_concrete((spec, xj)) and not bool(jnp.isfinite(spec.eigenvalues).all()):
+        raise ValueError("the pullback spectrum at x is not finite: f(x) or its Jacobian holds NaN/inf")
+    return spec
 
 
 def pullback_metric(
@@ -329,11 +403,11 @@ def pullback_metric(
 
     For validation and small problems; the engine never forms it unless asked to.
     """
-    xj, sel = _prepare(x, select, blocks, None)
+    xj, index, valid = _prepare(x, select, blocks, None)
     output_size(f, xj, args)
     dynamic, static = split_callable(f)
     return _pullback_jit(
-        dynamic, xj, args, jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0]),
+        dynamic, xj, args, index, valid,
         static=static, metric=resolve_output_metric(output_metric), blocks=blocks,
         mode=check_option("mode", mode, MODES),
     )
@@ -355,3 +429,42 @@ def _pullback_jit(
     y, jac = jacobian(merge_callable(dynamic, static), x, args, index, valid, mode)
     a = factor_blocks(jac, metric(y), blocks)
     return jnp.einsum("...ri,...rj->...ij", a, a)
+
+
+@jit(static_argnames=("static", "on", "mode"))
+def _newton_jit(
+    dynamic: list[Any], x: jax.Array, anchor: jax.Array, args: tuple[Any, ...], index: jax.Array,
+    valid: jax.Array, *, static: StaticPart, on: str, mode: str,
+) -> jax.Array:
+    f = merge_callable(dynamic, static)
+    y, jac = jacobian(f, x, args, index, valid, mode)
+    k, m, d = jac.shape
+    residual = measured_outputs(y, on) - measured_outputs(anchor, on)
+    dx = min_norm_solve(measure_jacobian(y, jac, on).reshape(k, m * d), residual)
+    return x.at[index].add(-dx.reshape(m, d) * valid[:, None].astype(x.dtype))
+
+
+def newton_correction(
+    f: Callable[..., jax.Array],
+    x: Any,
+    anchor: Any,
+    *args: Any,
+    select: Select = None,
+    on: Literal["logits", "probabilities"] = "logits",
+    mode: Mode = "auto",
+) -> jax.Array:
+    """One minimum-norm Gauss-Newton step from x (n, d) toward the level set phi(f(x)) = phi(anchor).
+
+    x - (dphi J)^+ (phi(f(x)) - phi(anchor)), J on the selected tokens, phi the identity
+    ("logits") or softmax ("probabilities"). Repeated, it converges quadratically for an
+    underdetermined system (the residual roughly squares each time). A pure function.
+    """
+    xj, index, valid = _prepare(x, select, "joint", None)
+    k = output_size(f, xj, args)
+    anchor_j = jnp.asarray(anchor, xj.dtype)
+    if anchor_j.shape != (k,):
+        raise ValueError(f"anchor must have f's output shape ({k},), got {tuple(anchor_j.shape)}")
+    check_option("on", on, ("logits", "probabilities"))
+    dynamic, static = split_callable(f)
+    return _newton_jit(dynamic, xj, anchor_j, args, index, valid, static=static, on=on,
+                       mode=check_option("mode", mode, MODES))

@@ -1,8 +1,13 @@
-"""Metrics on the output space, as factors L with G = L L^T (k x r).
+"""Metrics on the output space, as factors L with G = L L^T (k x r), and as products G w.
 
 The engine pulls G back through the Jacobian J (k outputs): g = J^T G J = (L^T J)^T (L^T J),
 so only the small factor L is ever needed. Each metric is a function of the output y (k,)
 so that metrics that depend on the prediction (softmax, Fisher-Rao) follow the trajectory.
+
+With a full vocabulary (k = 50,257) even L (k x k) is out of reach (10 GB in float32):
+:func:`metric_product` gives G w in O(k) for the built-in metrics without forming L or G,
+and falls back to L (L^T w) for a custom factor; :func:`metric_rank` gives L's column count
+from its abstract shape, without computing it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,49 @@ def fisher_rao(y: jax.Array) -> jax.Array:
     p = jax.nn.softmax(y)
     sp = jnp.sqrt(p)
     return jnp.diag(sp) - jnp.outer(p, sp)
+
+
+def _euclidean_product(y: jax.Array, w: jax.Array) -> jax.Array:
+    return w
+
+
+def _softmax_jacobian_product(p: jax.Array, w: jax.Array) -> jax.Array:
+    """S w with S = diag(p) - p p^T (symmetric): p * w - p (p . w), O(k)."""
+    return p * w - p * jnp.dot(p, w)
+
+
+def _softmax_product(y: jax.Array, w: jax.Array) -> jax.Array:
+    p = jax.nn.softmax(y)
+    return _softmax_jacobian_product(p, _softmax_jacobian_product(p, w))
+
+
+def _fisher_rao_product(y: jax.Array, w: jax.Array) -> jax.Array:
+    return _softmax_jacobian_product(jax.nn.softmax(y), w)
+
+
+_PRODUCTS: dict[OutputMetric, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    euclidean: _euclidean_product,
+    softmax_euclidean: _softmax_product,
+    fisher_rao: _fisher_rao_product,
+}
+"""Matrix-free G w of the built-in metrics, keyed by the factor function itself."""
+
+
+def metric_product(metric: OutputMetric, y: jax.Array, w: jax.Array) -> jax.Array:
+    """G(y) w for w (k,): O(k) and never forming L for the built-in metrics, L (L^T w) otherwise."""
+    product = _PRODUCTS.get(metric)
+    if product is not None:
+        return product(y, w)
+    factor = metric(y)
+    return factor @ (factor.T @ w)
+
+
+def metric_rank(metric: OutputMetric, y: jax.Array) -> int:
+    """r, the number of columns of the factor L (k, r) at y: from its abstract shape, nothing computed."""
+    shape = jax.eval_shape(metric, y).shape
+    if len(shape) != 2 or shape[0] != y.shape[-1]:
+        raise ValueError(f"an output metric must return a factor L of shape ({y.shape[-1]}, r), got {shape}")
+    return int(shape[1])
 
 
 OUTPUT_METRICS: dict[str, OutputMetric] = {

@@ -1,11 +1,13 @@
 """Figures in the paper's style (its Figure 1), drawn with matplotlib's Agg backend.
 
 * :func:`exploration_figure`: for one input, the original and decoded inputs at chosen
-  iterations (images), the trajectories projected on their first two singular vectors
-  with the predicted class as marker, and the class probabilities over iterations for
-  SiMEC and SiMExp.
+  iterations (images, each with its signed difference from the original), the trajectories
+  projected on their first two singular vectors with the predicted class as marker, and the
+  class probabilities over iterations for SiMEC and SiMExp.
 * :func:`importance_figure`: the token importance (largest pullback eigenvalue) as a heat
   map over the image patches or over the sentence's tokens.
+* :func:`sentence_figure`: sentences one per row, changed words highlighted, each beside
+  its class probabilities (the verified real sentences of a text report).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 _MARKERS = "o^sDv<>pP*Xh"
-_COLOURS = plt.get_cmap("tab10").colors
+_COLOURS = plt.get_cmap("tab10")(np.arange(10))
 
 
 def _softmax(y: np.ndarray) -> np.ndarray:
@@ -69,7 +72,7 @@ def exploration_figure(
     fig = plt.figure(figsize=(3.2 * max(len(snaps) + 1, 3), 3.0 * (2 + image_rows * len(algorithms)) + 0.5))
     grid = fig.add_gridspec(2 + image_rows * len(algorithms), max(len(snaps) + 1, 2))
     row = 0
-    if image_rows:
+    if original_image is not None and decoded_images:
         for algorithm in algorithms:
             probs = _softmax(logits[algorithm])
             ax = fig.add_subplot(grid[row, 0])
@@ -81,7 +84,8 @@ def exploration_figure(
             for col, s in enumerate(snaps, start=1):
                 ax = fig.add_subplot(grid[row, col])
                 top = int(np.argmax(probs[s]))
-                _show_image(ax, decoded_images[algorithm][s], f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})")
+                caption = f"{algorithm} t={iterations[s]}\n{labels[top]} ({probs[s, top]:.2f})"
+                _show_image(ax, decoded_images[algorithm][s], caption)
                 diff_ax = fig.add_subplot(grid[row + 1, col])
                 shown = _show_difference(diff_ax, decoded_images[algorithm][s], original_image)
             fig.colorbar(shown, ax=diff_ax, fraction=0.046, pad=0.04)
@@ -106,7 +110,8 @@ def exploration_figure(
     # ranking of the unlikely classes, which a log axis shows
     confident = min(float(_softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
     for n_alg, algorithm in enumerate(algorithms):
-        ax = fig.add_subplot(grid[row, n_alg * (grid.ncols // len(algorithms)):(n_alg + 1) * (grid.ncols // len(algorithms))])
+        width = grid.ncols // len(algorithms)
+        ax = fig.add_subplot(grid[row, n_alg * width : (n_alg + 1) * width])
         probs = _softmax(logits[algorithm])
         for c in range(probs.shape[1]):
             ax.plot(iterations, probs[:, c], color=_COLOURS[c % 10], lw=1.2, label=labels[c])
@@ -221,7 +226,9 @@ def sentence_figure(
     text_ax.set_xlim(0, 1)
     text_ax.set_ylim(len(rows) - 0.5, -0.5)
     text_ax.axis("off")
-    renderer = fig.canvas.get_renderer()
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)  # the module's backend: it measures the words
+    renderer = canvas.get_renderer()
     for r, row in enumerate(rows):
         text_ax.text(0.0, r, row["caption"], fontsize=8, va="center", ha="left", color="0.3")
         x = caption_w / (caption_w + text_w)

@@ -11,9 +11,9 @@ sentence found by :mod:`manifold_jax.text_projection`, cached in
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ import numpy as np
 
 from manifold_jax import analysis
 from manifold_jax.report_html import write_report_html
-from manifold_jax.runs import Study, load_model, load_study
+from manifold_jax.study import COUNTERFACTUAL, Study, StudyIncompleteError, load_model, load_study
+from manifold_jax.study.atomic import remove_temporaries
+from manifold_jax.study.storage import PROJECTION, StudyFiles
 
 HEADLINE = (
     ("prediction_changes", "prediction changes"),
@@ -52,7 +54,7 @@ def study_metrics(study: Study) -> dict[str, Any]:
     select = study.inputs["select"]
     per_input = []
     for b, source in enumerate(study.spec.inputs):
-        entry: dict[str, Any] = {"input": source}
+        entry: dict[str, Any] = {"input": str(source)}
         for algorithm, traj in study.trajectories.items():
             timing = study.timing.get(algorithm, {})
             seconds = timing.get("seconds_per_iteration")
@@ -65,12 +67,36 @@ def study_metrics(study: Study) -> dict[str, Any]:
                 total_seconds=None if seconds is None else seconds * study.spec.steps,
                 iterations=study.spec.steps,
             )
+            targets = study.inputs.get("target")
+            entry[algorithm]["path"] = analysis.path_summary(
+                logits=traj.y[b], distance=traj.distance[b], arc_length=traj.arc_length[b], drift=traj.drift[b],
+                rejected=traj.rejected[b], status=traj.status[b], iterations=traj.iteration,
+                stop_iteration=int(np.asarray(traj.final.stop_iteration)[b]),
+                target=int(targets[b]) if algorithm == COUNTERFACTUAL and targets is not None else None,
+            )
             if algorithm in study.baselines:
                 entry[f"baseline_{algorithm}"] = analysis.summarize(
-                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b], token_mask=select[b],
+                    logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b],
+                    token_mask=select[b],
                 )
         per_input.append(entry)
     return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
+
+
+def _path_line(path: dict[str, Any], labels: tuple[str, ...]) -> str:
+    """One line on what a walk did: distances, drift, steps, and where it stopped."""
+    text = (f"walked {_fmt(path['distance_walked'])}, ended {_fmt(path['distance_from_x0'])} from x0; "
+            f"max drift {_fmt(path['max_drift'])}; {path['accepted_steps']} accepted / {path['rejected_steps']} "
+            f"rejected steps")
+    if path["unconverged_points"]:
+        text += f"; {path['unconverged_points']} saved point(s) left above the corrector's tolerance"
+    if path["stop_iteration"] >= 0:
+        probs = path["stop_probabilities"]
+        text += (f"; stopped at iteration {path['stop_iteration']} as {_label(labels, path['stop_class'])} "
+                 f"(p = {probs[path['stop_class']]:.3f}), {_fmt(path['stop_distance_from_x0'])} from x0")
+    if "target" in path:
+        text += f"; target {_label(labels, path['target'])} {'reached' if path['reached_target'] else 'not reached'}"
+    return text
 
 
 def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -92,7 +118,8 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                                                          for e in per_input if "interpretation" in e[kind]]))
         final_same = [e[kind]["final_class"] == e[kind]["original_class"] for e in per_input]
         row["inputs_keeping_prediction"] = float(np.mean(final_same))
-        row["inputs_changing_ranking"] = float(np.mean([e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]))
+        changing = [e[kind].get("ranking_inversions_total", 0) > 0 for e in per_input]
+        row["inputs_changing_ranking"] = float(np.mean(changing))
         out[kind] = row
     return out
 
@@ -109,35 +136,41 @@ def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
     return float(10.0 ** (top + math.log10(np.mean([10.0 ** (v - top) for v in logs]))))
 
 
-def build_report(path: str | Path, *, figures: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def build_report(
+    path: str | Path, *, figures: bool = True, partial: bool = False, echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Compute metrics, draw figures and write report.md and report.html for the study at ``path``.
 
-    For text models the decoded sentences at the snapshot iterations are projected onto
-    verified real sentences first (``<algorithm>/projection.json``, computed once)."""
+    A study with an unfinished exploration raises StudyIncompleteError naming it, unless
+    ``partial``, which reports the finished ones and says which are missing. For text models
+    the decoded sentences at the snapshot iterations are projected onto verified real
+    sentences first (``<algorithm>/projection.json``, computed once). Every file is written
+    atomically and recorded in the study's manifest.
+    """
     study = load_study(path)
-    if not study.trajectories:
-        raise ValueError(f"{path}: no finished exploration to report on (resume it first)")
+    missing = ", ".join(f"{a} ({done} of {study.spec.steps} steps)" for a, done in study.unfinished.items())
+    if study.unfinished and (not partial or not study.trajectories):
+        raise StudyIncompleteError(Path(path), study.unfinished, study.spec.steps)
+    if missing:
+        echo(f"report: unfinished, left out: {missing}")
     metrics = study_metrics(study)
     out = Path(path)
+    remove_temporaries(out)  # leftovers of a report that was killed while writing
+    files = StudyFiles(out)
     model = load_model(study.spec) if study.inputs.get("raw") is None else None
-    projections = _cached_projections(study, model, echo) if model is not None else {}
+    projections = _cached_projections(study, model, files, echo) if model is not None else {}
     for algorithm, per_input in projections.items():
         for entry, record in zip(metrics["inputs"], per_input, strict=True):
             entry[algorithm]["projection"] = projection_summary(record)
-    _write_atomic(out / "metrics.json", json.dumps(analysis.json_ready(metrics), indent=2, allow_nan=False))
+    files.write_text("metrics.json", json.dumps(analysis.json_ready(metrics), indent=2, allow_nan=False))
     if figures:
-        _draw(study, model, out / "figures", projections)
-    _write_atomic(out / "report.md", _markdown(study, metrics, projections))
+        _draw(study, model, files, projections)
+    files.write_text("report.md", _markdown(study, metrics, projections))
     write_report_html(study, metrics, out / "report.html", model=model)
+    files.manifest.record(out / "report.html")
     echo(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(study.spec.inputs)} inputs, "
          f"{', '.join(study.trajectories)})")
     return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- text projections
@@ -215,7 +248,7 @@ def projection_summary(record: dict[str, Any]) -> dict[str, Any]:
     dec = np.array([p["decoded"]["probs"] for p in points])
     found = np.array([p["verified"]["found"] for p in points])
     ver = np.array([p["verified"]["probs"] if p["verified"]["found"] else p["decoded"]["probs"] for p in points])
-    out = {
+    out: dict[str, Any] = {
         "points": len(points),
         "decoded_agreement": float(np.mean(np.argmax(dec, 1) == np.argmax(emb, 1))),
         "verified_agreement": float(np.mean(found & (np.argmax(ver, 1) == np.argmax(emb, 1)))),
@@ -231,52 +264,72 @@ def projection_summary(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _cached_projections(study: Study, model: Any, echo: Callable[[str], None]) -> dict[str, list[dict[str, Any]]]:
+def _cached_projections(
+    study: Study, model: Any, files: StudyFiles, echo: Callable[[str], None]
+) -> dict[str, list[dict[str, Any]]]:
+    """The projections of every exploration, from ``<algorithm>/projection.json`` when it holds the
+    report's saved points (a resume that adds steps removes it), else computed and written."""
     out = {}
     for algorithm, traj in study.trajectories.items():
-        cache = study.path / algorithm / "projection.json"
+        rel = f"{algorithm}/{PROJECTION}"
         saved = report_points(len(traj.iteration))
-        if cache.exists():
-            data = json.loads(cache.read_text())
-            if data.get("saved") == saved:
-                out[algorithm] = data["inputs"]
-                continue
+        cached = _read_projection(files.path(rel), saved)
+        if cached is not None:
+            out[algorithm] = cached
+            continue
         echo(f"{algorithm}: verified real sentences at {len(saved)} saved points per input")
         out[algorithm] = study_projections(study, model, algorithm, saved)
-        _write_atomic(cache, json.dumps({"saved": saved, "inputs": out[algorithm]}, indent=1))
+        files.write_text(rel, json.dumps({"saved": saved, "inputs": out[algorithm]}, indent=1))
     return out
 
 
-def _draw(study: Study, model: Any, folder: Path, projections: dict[str, list[dict[str, Any]]]) -> None:
+def _read_projection(path: Path, saved: list[int]) -> list[dict[str, Any]] | None:
+    """A cached projection's records if the file is readable and made at ``saved``, else None (recompute)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("saved") != saved or not isinstance(data.get("inputs"), list):
+        return None
+    return data["inputs"]
+
+
+def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, list[dict[str, Any]]]) -> None:
     from manifold_jax.plots import exploration_figure, importance_figure, sentence_figure
 
-    folder.mkdir(parents=True, exist_ok=True)
+    files.path("figures").mkdir(parents=True, exist_ok=True)
     ctx = study.context
-    labels = study.spec.labels or tuple(str(i) for i in range(study.trajectories[next(iter(study.trajectories))].y.shape[-1]))
+    outputs = next(iter(study.trajectories.values())).y.shape[-1]
+    labels = study.spec.labels or tuple(str(i) for i in range(outputs))
     raw = study.inputs.get("raw")
+    # the figure sets runs over one time axis: the counterfactual, which ends at its flip, is drawn apart
+    walks = {a: t for a, t in study.trajectories.items() if a != COUNTERFACTUAL}
     for b, source in enumerate(study.spec.inputs):
-        name = describe_input(source, b)
-        iterations = next(iter(study.trajectories.values())).iteration
-        exploration_figure(
-            folder / f"input{b:02d}_exploration.png",
-            title=name, labels=labels,
-            logits={a: t.y[b] for a, t in study.trajectories.items()},
-            points={a: t.x[b] for a, t in study.trajectories.items()},
-            select=study.inputs["select"][b], iterations=iterations,
-            original_image=None if raw is None else raw[b],
-            decoded_images=None if raw is None else {a: i.inputs[b] for a, i in study.interpretations.items()},
-        )
+        name = describe_input(str(source), b)
+        if walks:
+            files.write_with(f"figures/input{b:02d}_exploration.png", functools.partial(
+                exploration_figure,
+                title=name, labels=labels,
+                logits={a: t.y[b] for a, t in walks.items()},
+                points={a: t.x[b] for a, t in walks.items()},
+                select=study.inputs["select"][b], iterations=next(iter(walks.values())).iteration,
+                original_image=None if raw is None else raw[b],
+                decoded_images=None if raw is None else {
+                    a: i.inputs[b] for a, i in study.interpretations.items() if a in walks},
+            ))
         tokens = None
         if model is not None:
             tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
-        importance_figure(
-            folder / f"input{b:02d}_importance.png", title=name, importance=study.inputs["importance"][b],
+        files.write_with(f"figures/input{b:02d}_importance.png", functools.partial(
+            importance_figure, title=name, importance=study.inputs["importance"][b],
             token_mask=ctx["token_mask"][b], select=study.inputs["select"][b],
             image=None if raw is None else raw[b], tokens=tokens,
-        )
+        ))
         if projections:
-            sentence_figure(folder / f"input{b:02d}_sentences.png", title=f"{name}: verified real sentences",
-                            labels=labels, rows=_sentence_rows(projections, b, labels))
+            files.write_with(f"figures/input{b:02d}_sentences.png", functools.partial(
+                sentence_figure, title=f"{name}: verified real sentences", labels=labels,
+                rows=_sentence_rows(projections, b, labels),
+            ))
 
 
 def _sentence_rows(
@@ -322,6 +375,10 @@ def _percent(fraction: Any) -> str:
     return f"{100 * float(fraction):.0f} %"
 
 
+def _label(labels: tuple[str, ...], c: int) -> str:
+    return labels[c] if labels else str(c)
+
+
 def _marked(words: list[list[Any]]) -> str:
     """Words as text, changed ones in bold."""
     return " ".join(f"**{w}**" if changed else str(w) for w, changed in words)
@@ -333,6 +390,8 @@ def _probs(probs: list[float], labels: tuple[str, ...]) -> str:
 
 
 def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list[dict[str, Any]]]) -> str:
+    """report.md: the settings, the means over inputs, and per input each run's outcome, its path and,
+    for text models, the decoded and verified sentences at the report's saved points."""
     spec = study.spec
     lines = [
         f"# Study: {spec.model}",
@@ -358,9 +417,11 @@ def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list
             f"{_fmt(row['inputs_keeping_prediction'])} | {_fmt(row['inputs_changing_ranking'])} | "
             f"{_percent(row.get('interpretation_agreement'))} | {_fmt(row.get('wasserstein1_01_mean'))} |"
         )
+    if study.unfinished:
+        missing = ", ".join(f"{a} ({done} of {spec.steps} steps)" for a, done in study.unfinished.items())
+        lines += ["", f"Unfinished and left out of this report: {missing}."]
     lines += ["", "## Per input", ""]
     labels = spec.labels
-    name = lambda c: labels[c] if labels else str(c)  # noqa: E731
     for b, entry in enumerate(metrics["inputs"]):
         lines.append(f"### {describe_input(entry['input'], b, 120)}")
         lines.append("")
@@ -368,16 +429,19 @@ def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list
             m = entry[algorithm]
             interp = m.get("interpretation", {})
             lines.append(
-                f"- **{algorithm}**: class {name(m['original_class'])} -> {name(m['final_class'])}; "
+                f"- **{algorithm}**: class {_label(labels, m['original_class'])} -> "
+                f"{_label(labels, m['final_class'])}; "
                 f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
                 f"the decoded input agrees with the embedding's prediction at "
                 f"{_percent(interp.get('prediction_agreement'))} of the saved points"
             )
+            lines.append("  - " + _path_line(m["path"], labels))
             if algorithm in projections:
                 lines += _projection_lines(projections[algorithm][b], m["projection"], labels)
         lines.append("")
     timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
-    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {len(spec.inputs)})" for a, s in timing.items()), ""]
+    batch = len(spec.inputs)
+    lines += ["## Timing", "", *(f"- {a}: {_fmt(s)} s per iteration (batch of {batch})" for a, s in timing.items()), ""]
     if projections:
         lines += [
             "Sentences: *decoded* is the nearest-token decoding of the explored embedding (Algorithm 3) with the "

@@ -23,16 +23,16 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import zlib
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax.runs import Study, load_model
+from manifold_jax.study import Study, atomic, load_model
 
 MAX_FRAMES = 101
 """Saved points shown per run at most: all 101 of the default 1000 steps saved every 10, every 10th of a run
@@ -218,7 +218,7 @@ def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.n
         elif model is not None:
             from manifold_jax.interpret import interpret
 
-            interp = interpret(model, runs[name].x[:, f], study.context)
+            interp = interpret(model, runs[name].x[:, f], {k: jnp.asarray(v) for k, v in study.context.items()})
             decoded[name] = (interp.inputs, interp.logits)
     return decoded, note
 
@@ -264,16 +264,16 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
     special = set(getattr(model.tokenizer, "all_special_tokens", ())) if modality == "text" else set()
 
     def tokens(ids: np.ndarray) -> list[int]:
-        ids = [int(i) for i in ids]
-        for i, t in zip(ids, model.tokenizer.convert_ids_to_tokens(ids), strict=True):
+        listed = [int(i) for i in ids]
+        for i, t in zip(listed, model.tokenizer.convert_ids_to_tokens(listed), strict=True):
             vocabulary.setdefault(i, t)
-        return ids
+        return listed
 
     inputs = []
     for b, source in enumerate(spec.inputs):
-        entry: dict[str, Any] = {"name": source, "explored": int(select[b].sum()),
+        entry: dict[str, Any] = {"name": str(source), "explored": int(select[b].sum()),
                                  "tokens": int(np.asarray(ctx["token_mask"][b]).sum()), "runs": {}}
-        if modality == "image":
+        if raw is not None:  # an image study
             entry["original"] = data_uri(png_bytes(image_levels(raw[b])))
         else:
             original_ids = np.asarray(ctx["input_ids"][b])
@@ -295,7 +295,7 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
             if name in decoded:
                 images_or_ids, logits = decoded[name]
                 run["decoded_probabilities"] = _rounded(softmax(logits[b]))
-                if modality == "image":
+                if raw is not None:  # an image study
                     run.update(image_frames(images_or_ids[b], raw[b]))
                 else:
                     run["decoded"] = [tokens(ids[positions]) for ids in np.asarray(images_or_ids[b])]
@@ -307,7 +307,7 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
         "title": f"Study: {spec.model}",
         "modality": modality,
         "labels": labels,
-        "spec": json.loads(spec.to_json()),
+        "spec": spec.settings(),
         "timing": study.timing,
         "means": {name: flat_scalars(row) for name, row in metrics.get("means", {}).items()},
         "runs": [
@@ -340,34 +340,11 @@ def render_page(data: dict[str, Any]) -> str:
     return re.sub(r"@@([A-Z]+)@@", lambda m: values[m.group(1)], _asset("template.html"))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory (fsync, rename), so that a
-    reader never sees a partial file."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared page from its readers
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return target
+    """Write ``text`` to ``path`` through the study's atomic writer (a temporary file in the same directory,
+    fsync, rename), so that a reader never sees a partial file."""
+    atomic.write_text(path, text)
+    return Path(path)
 
 
 def write_report_html(study: Study, metrics: dict[str, Any], path: str | os.PathLike[str], *, model: Any = None,

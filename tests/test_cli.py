@@ -1,12 +1,18 @@
-"""The command line: one-line errors with a non-zero exit, and nothing overwritten silently."""
+"""The command line: one-line errors with a non-zero exit, and nothing overwritten silently.
+
+Every error case asserts exit status 2, exactly one line on stderr and no traceback.
+"""
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import pytest
 
-from manifold_jax.cli import main
+from manifold_jax.cli import _parser, main
+from manifold_jax.study import MnistImage, StudySpec, atomic
 from tests.models_helpers import save_random_hf_vit
 
 
@@ -24,6 +30,7 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) ->
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, f"expected a one-line error, got:\n{err}"
+    assert "Traceback" not in err and "weights_only" not in err, err
     assert pattern in err, err
     return err
 
@@ -51,7 +58,7 @@ def test_a_file_that_is_not_an_image(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_empty_text(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--text", "   ", "--out", str(tmp_path / "o")], capsys, "input 0 is empty")
+    _fails(["explore", "--model", tiny_vit, "--text", "   ", "--out", str(tmp_path / "o")], capsys, "the text is empty")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     _fails(["explore", "--model", tiny_vit, "--text-file", str(empty), "--out", str(tmp_path / "o")],
@@ -68,7 +75,8 @@ def test_no_inputs_and_bad_option_values(tmp_path: Path, capsys: pytest.CaptureF
     assert exit_info.value.code == 2  # argparse's own usage error
 
 
-def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     tiny_vit: str) -> None:
     out = tmp_path / "o"
     out.mkdir()
     keep = out / "notes.txt"
@@ -88,7 +96,122 @@ def test_resume_of_a_directory_without_a_study(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_train_topic_head_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["train", "minilm-topics", "--epochs", "3", "--out", str(tmp_path / "a")], capsys, "--epochs applies to mnist-vit")
+    _fails(["train", "minilm-topics", "--epochs", "3", "--out", str(tmp_path / "a")], capsys,
+           "--epochs applies to mnist-vit")
     main(["train", "minilm-topics", "--out", str(tmp_path / "head")])
     assert {p.name for p in (tmp_path / "head").iterdir()} >= {"config.json", "training.json"}
     assert "'test_accuracy'" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- typed inputs
+
+
+def test_an_input_of_the_wrong_kind_names_the_model_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          tiny_vit: str) -> None:
+    _fails(["explore", "--model", tiny_vit, "--text", "mnist:5", "--out", str(tmp_path / "o")], capsys,
+           f"error: --text 'mnist:5': {tiny_vit} is an image model; give --mnist or --image")
+    _fails(["explore", "--model", "minilm-topics", "--mnist", "3", "--out", str(tmp_path / "o")], capsys,
+           "error: --mnist 3: minilm-topics is a text model; give --text or --text-file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_select_must_not_repeat_a_position(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,3", "--out", str(tmp_path / "o")],
+           capsys, "argument --select: '3,3' repeats position(s) 3")
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_refuses_what_would_change_the_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = tmp_path / "s"
+    study.mkdir()
+    spec = StudySpec(model="m", inputs=(MnistImage(1),), steps=100, options={"save_every": 10})
+    (study / "spec.json").write_text(spec.to_json())
+    for flags in (["--eta", "3"], ["--model", "mnist-vit"], ["--out", str(tmp_path / "x")], ["--mnist", "2"],
+                  ["--option", "mode=rev"]):
+        _fails(["explore", "--resume", str(study), *flags], capsys,
+               f"continues the study as its spec.json says; {flags[0]} cannot change it")
+    _fails(["explore", "--resume", str(study), "--steps", "50"], capsys,
+           f"--steps 50: the study in {study} has 100 steps; --resume can only continue it to more")
+
+
+# --------------------------------------------------------------------------- files and disks
+
+
+def test_out_on_a_file_and_a_full_or_read_only_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    afile = tmp_path / "results.txt"
+    afile.write_text("not a directory")
+    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--out", str(afile)], capsys,
+           f"error: --out {afile}: it is a file, not a directory")
+    for code, says in ((errno.ENOSPC, "no space left on the device"), (errno.EROFS, "the file system is read-only")):
+        def failing(temporary: Path, path: Path, code: int = code) -> None:
+            raise OSError(code, "os message", str(path))
+
+        monkeypatch.setattr(atomic, "commit", failing)
+        out = tmp_path / f"o{code}"
+        _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--save-every", "5",
+                "--out", str(out)], capsys, f"error: {out}/spec.json: {says}")
+        assert not out.exists(), "the run removes the directory it created"
+
+
+def test_broken_checkpoints_are_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  tiny_vit: str) -> None:
+    def broken(name: str) -> Path:
+        path = tmp_path / name
+        shutil.copytree(tiny_vit, path)
+        return path
+
+    corrupt = broken("corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"\x00\x01garbage" * 10)
+    _fails(["explore", "--model", str(corrupt), "--mnist", "1", "--out", str(tmp_path / "o")], capsys,
+           f"{corrupt}/model.safetensors: not a readable safetensors file")
+    bad_json = broken("bad_json")
+    (bad_json / "config.json").write_text('{"model_type": "vit", ')
+    _fails(["explore", "--model", str(bad_json), "--mnist", "1", "--out", str(tmp_path / "o")], capsys,
+           f"{bad_json}/config.json: not valid JSON")
+    torch = pytest.importorskip("torch")
+    pickled = broken("pickled")
+    (pickled / "model.safetensors").unlink()
+    torch.save({"weight": torch.zeros(2), "payload": _Payload()}, pickled / "pytorch_model.bin")
+    _fails(["explore", "--model", str(pickled), "--mnist", "1", "--out", str(tmp_path / "o")], capsys,
+           f"{pickled}/pytorch_model.bin: refused: the pickle holds objects beyond tensors")
+    with pytest.raises(Exception, match="not valid JSON|Expecting"):
+        main(["explore", "--model", str(bad_json), "--mnist", "1", "--out", str(tmp_path / "o"), "--debug"])
+
+
+class _Payload:
+    """An object a weights-only unpickler must refuse (it would run ``print`` when loaded)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must never run",))
+
+
+def test_numbers_out_of_range_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   tiny_vit: str) -> None:
+    common = ["explore", "--model", tiny_vit, "--mnist", "1", "--out", str(tmp_path / "o")]
+    _fails([*common, "--steps", "1e11"], capsys, "argument --steps: invalid int value: '1e11'")
+    _fails([*common, "--steps", "100000000000"], capsys, "steps must be an integer in 1..2147483647")
+    _fails([*common, "--seed", "4294967296"], capsys, "seed must be an integer in 0..4294967295")
+    _fails([*common, "--eta", "1e400"], capsys, "eta must be a positive finite number")
+    _fails([*common, "--option", "bogus=1"], capsys, "options: unknown engine option(s) 'bogus'")
+
+
+def test_parser_choices_come_from_the_library() -> None:
+    from manifold_jax.explore import ALGORITHMS, STEP_RULES
+    from manifold_jax.geometry import BLOCKS, METHODS
+    from manifold_jax.output_metrics import OUTPUT_METRICS
+    from manifold_jax.study import BOUNDS, TASKS
+
+    explore = _parser().parse_args(["explore"])  # the defaults are None: the library fills them in
+    assert all(getattr(explore, name) is None for name in ("steps", "eta", "select", "spectrum", "threshold"))
+    subcommands = next(a for a in _parser()._actions if a.dest == "command")
+    actions = {a.dest: a for a in subcommands.choices["explore"]._actions}  # type: ignore[attr-defined]
+    assert tuple(actions["spectrum"].choices) == METHODS
+    assert tuple(actions["step_rule"].choices) == STEP_RULES
+    assert tuple(actions["bounds"].choices) == BOUNDS
+    assert tuple(actions["blocks"].choices) == BLOCKS
+    assert tuple(actions["task"].choices) == TASKS
+    assert tuple(actions["output_metric"].choices) == tuple(OUTPUT_METRICS)
+    assert tuple(actions["algorithm"].choices) == (*ALGORITHMS, "both")

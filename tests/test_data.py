@@ -149,8 +149,8 @@ def test_sentence_split_is_deterministic_disjoint_and_stratified() -> None:
     assert sorted(a.train_texts + a.test_texts) == sorted(texts)
     counts = np.bincount(a.test_labels, minlength=3)
     assert counts.min() == counts.max() > 0  # equal classes, stratified
-    lookup = dict(zip(*S.load_sentences()[:2]))
-    assert all(lookup[t] == lab for t, lab in zip(a.test_texts, a.test_labels))
+    lookup = dict(zip(*S.load_sentences()[:2], strict=True))
+    assert all(lookup[t] == lab for t, lab in zip(a.test_texts, a.test_labels, strict=True))
     with pytest.raises(ValueError, match="test_fraction"):
         S.sentence_split(test_fraction=1.0)
 

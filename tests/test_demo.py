@@ -31,7 +31,8 @@ def test_demo_keeps_predictions_with_simec_and_changes_rankings_with_simexp(tmp_
     # the digits are explored in pixel space: every decoded image re-predicts as explored
     images = json.loads((tmp_path / "images" / "metrics.json").read_text())
     assert json.loads((tmp_path / "images" / "spec.json").read_text())["space"] == "pixels"
-    assert all(e[a]["interpretation"]["prediction_agreement"] == 1.0 for e in images["inputs"] for a in ("simec", "simexp"))
+    agreement = [e[a]["interpretation"]["prediction_agreement"] for e in images["inputs"] for a in ("simec", "simexp")]
+    assert all(a == 1.0 for a in agreement)
     text = json.loads((tmp_path / "text" / "metrics.json").read_text())
     assert all("verified_agreement" in e["simexp"]["projection"] for e in text["inputs"])
     assert "verified:" in (tmp_path / "text" / "report.md").read_text()

@@ -53,7 +53,8 @@ def test_registry_names_descriptions_and_shipped_files() -> None:
         record = training_record(name)
         assert 0.0 < record["test_accuracy"] <= 1.0 and record["command"].startswith("python -c")
     # the MiniLM weights are not copied into the package
-    assert {p.name for p in EMBEDDED["minilm-topics"].path.iterdir()} == {"config.json", "head.safetensors", "training.json"}
+    shipped = {p.name for p in EMBEDDED["minilm-topics"].path.iterdir()}
+    assert shipped == {"config.json", "head.safetensors", "training.json"}
 
 
 def test_unknown_name_lists_the_embedded_models() -> None:
@@ -130,5 +131,5 @@ def test_demo_sentences_get_their_intended_topic(topics: mm.SentenceClassifier) 
     texts, labels, names = demo_sentences()
     assert names == topics.labels
     pred = np.asarray(topics(texts)).argmax(1)
-    wrong = [(t, names[y], names[p]) for t, y, p in zip(texts, labels, pred) if y != p]
+    wrong = [(t, names[y], names[p]) for t, y, p in zip(texts, labels, pred, strict=True) if y != p]
     assert not wrong, wrong

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import manifold_jax as mj
-from manifold_jax.explore import NONFINITE, STALLED, _pick
+from manifold_jax.explore import NONFINITE, STALLED
+from manifold_jax.explore.iteration import pick_index
 from tests.toy_models import linear_map, toy_classifier
 
 KEY = jax.random.PRNGKey(0)
@@ -100,7 +101,7 @@ def test_step_rules_follow_their_formulas() -> None:
 def test_pick_is_uniform_over_the_allowed_indices_only() -> None:
     """The reference's off-by-one picks outside the allowed set; ours never does."""
     allowed = jnp.array([False, True, True, False, True])
-    picks = np.asarray(jax.vmap(lambda k: _pick(k, allowed))(jax.random.split(KEY, 6000)))
+    picks = np.asarray(jax.vmap(lambda k: pick_index(k, allowed))(jax.random.split(KEY, 6000)))
     counts = np.bincount(picks, minlength=5)
     assert counts[[0, 3]].sum() == 0
     # 2000 expected per allowed index; 5 standard deviations is ~+-183
@@ -204,7 +205,8 @@ def test_batched_run_equals_a_loop_over_items() -> None:
         np.testing.assert_allclose(batched.step[b, :, : len(select[b])], single.step, rtol=1e-5)
         np.testing.assert_array_equal(batched.step[b, :, len(select[b]):], 0.0)
         unselected = np.setdiff1d(np.arange(6), select[b])
-        np.testing.assert_array_equal(batched.x[b][:, unselected], np.broadcast_to(xs[b][unselected], (11, len(unselected), 8)))
+        still = np.broadcast_to(xs[b][unselected], (11, len(unselected), 8))
+        np.testing.assert_array_equal(batched.x[b][:, unselected], still)
 
 
 # --------------------------------------------------------------------------- status flags
@@ -332,10 +334,10 @@ def test_batch_slices_equal_one_vmapped_batch() -> None:
 
 
 def test_slices_are_balanced_and_sized_by_the_jacobian() -> None:
-    from manifold_jax.explore import AUTO_BATCH_ROWS, _slice_size
+    from manifold_jax.explore import AUTO_BATCH_ROWS, slice_size
 
-    assert _slice_size(8, 10, 1) == 5  # two slices of 5, not 8 + 2
-    assert _slice_size(2, 5, 1) == 2  # three slices, the last one padded
-    assert _slice_size(5, 5, 1) is None and _slice_size(None, 3, 10) is None  # one vmap
+    assert slice_size(8, 10, 1) == 5  # two slices of 5, not 8 + 2
+    assert slice_size(2, 5, 1) == 2  # three slices, the last one padded
+    assert slice_size(5, 5, 1) is None and slice_size(None, 3, 10) is None  # one vmap
     # the MNIST ViT of the paper at batch 16: 10 classes x 197 tokens of cotangent rows per item
-    assert _slice_size(None, 16, 10 * 197) == AUTO_BATCH_ROWS // (10 * 197) == 2
+    assert slice_size(None, 16, 10 * 197) == AUTO_BATCH_ROWS // (10 * 197) == 2

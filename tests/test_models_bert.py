@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tests.models_helpers import MLM_SENTENCES, SENTENCES, minilm_dir, rounding_tol, save_random_bert
 
 import manifold_jax.models as mm
-from manifold_jax.models import bert as bert_mod
+from manifold_jax.models import bert_vocab
 from manifold_jax.models.weights import flatten
-
+from tests.models_helpers import MLM_SENTENCES, SENTENCES, minilm_dir, rounding_tol, save_random_bert
 
 # ------------------------------------------------------------------------- fixtures
 
@@ -224,7 +223,7 @@ def _all_candidates(model: mm.Bert, n: int) -> np.ndarray:
 def test_chunked_vocabulary_scans_match_brute_force(tiny_bert: mm.Bert) -> None:
     n = 6
     cand = _all_candidates(tiny_bert, n)
-    lo, hi = bert_mod._vocab_box_jit(tiny_bert, n, 10)
+    lo, hi = bert_vocab.vocab_box(tiny_bert, n, 10)
     np.testing.assert_allclose(np.asarray(lo), cand.min((0, 1)), rtol=0, atol=rounding_tol(cand))
     np.testing.assert_allclose(np.asarray(hi), cand.max((0, 1)), rtol=0, atol=rounding_tol(cand))
     # nearest token of noisy points, per position and token type, against a direct search
@@ -233,7 +232,9 @@ def test_chunked_vocabulary_scans_match_brute_force(tiny_bert: mm.Bert) -> None:
     truth = rng.integers(0, 97, size=(3, n))
     x = cand[types, truth, np.arange(n)] + 0.05 * rng.standard_normal((3, n, cand.shape[-1]))
     everything = jnp.ones((cand.shape[1],), bool)
-    found = np.asarray(bert_mod._nearest_jit(tiny_bert, jnp.asarray(x, jnp.float32), jnp.asarray(types), everything, 10))
+    found = np.asarray(
+        bert_vocab.nearest_tokens(tiny_bert, jnp.asarray(x, jnp.float32), jnp.asarray(types), everything, 10)
+    )
     vocab = np.arange(cand.shape[1])
     options = cand[types[:, :, None], vocab[None, None, :], np.arange(n)[None, :, None]]  # (B, n, V, d)
     dist = ((x[:, :, None, :] - options) ** 2).sum(-1)

@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 import torch
-from tests.models_helpers import SENTENCES, minilm_dir, save_random_bert, save_random_hf_vit
 from safetensors.numpy import load_file, save_file
 
 import manifold_jax.models as mm
 from manifold_jax.models.weights import flatten
+from tests.models_helpers import SENTENCES, minilm_dir, save_random_bert, save_random_hf_vit
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,12 @@ def _edit_weights(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], 
 
 
 def test_unknown_model_type_lists_the_supported_ones(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(mm.UnsupportedModelError, match=r"'gpt2'.*bert.*vit.*manifold_vit"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(mm.UnsupportedModelError,
+                       match=r"'t5'.*bert, roberta, distilbert, gpt2, vit, deit, manifold_vit"):
+        mm.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["X"]}))
+    with pytest.raises(mm.UnsupportedModelError, match=r"no model_type.*bert"):
         mm.load(tmp_path)
 
 
@@ -82,7 +86,8 @@ def test_missing_head_raises_unless_initialised_on_request() -> None:
     with pytest.raises(mm.MissingHeadError, match=r"cls\.predictions\.transform\.dense\.weight"):
         mm.load(minilm_dir(), task="mlm")
     with pytest.warns(UserWarning, match=r"classifier\.weight.*classifier\.bias|classifier\.bias.*classifier\.weight"):
-        model = mm.load(minilm_dir(), task="classification", init_missing_head=True, num_labels=3, key=jax.random.key(0))
+        model = mm.load(minilm_dir(), task="classification", init_missing_head=True, num_labels=3,
+                        key=jax.random.key(0))
     assert model.labels == ("LABEL_0", "LABEL_1", "LABEL_2")
     x0, ctx = model.embed(SENTENCES[:2])
     assert jax.vmap(model.head)(x0, ctx).shape == (2, 3)

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from tests.models_helpers import random_images, rounding_tol, save_random_hf_vit
 
 import manifold_jax.models as mm
 from manifold_jax.models.vit import patchify, unpatchify
 from manifold_jax.models.weights import flatten
+from tests.models_helpers import random_images, rounding_tol, save_random_hf_vit
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_three_notebooks_built_from_their_sources() -> None:
+def test_there_are_four_notebooks_built_from_their_sources() -> None:
     import notebooks.build_notebooks as build
 
-    assert [p.stem for p in NOTEBOOKS] == ["01_images", "02_text", "03_feature_importance"]
-    for path, make in zip(NOTEBOOKS, (build.images, build.text, build.importance), strict=True):
+    assert [p.stem for p in NOTEBOOKS] == ["01_images", "02_text", "03_feature_importance", "04_language_model"]
+    makers = (build.images, build.text, build.importance, build.language_model)
+    for path, make in zip(NOTEBOOKS, makers, strict=True):
         committed = nbformat.read(path, as_version=4)
         assert [c.source for c in committed.cells] == [c.source for c in make().cells], f"rebuild {path.name}"
         assert all(not c.get("outputs") for c in committed.cells if c.cell_type == "code"), "commit notebooks clean"
@@ -37,5 +38,6 @@ def test_notebook_executes(path: Path, full_size: bool) -> None:
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     expected = {"01_images": "SiMEC keeps the prediction: True", "02_text": "== SiMExp",
-                "03_feature_importance": "SiMExp on the most important patch"}[path.stem]
+                "03_feature_importance": "SiMExp on the most important patch",
+                "04_language_model": "SiMEC keeps the next-token distribution: True"}[path.stem]
     assert expected in text, text[-2000:]

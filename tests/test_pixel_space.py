@@ -11,13 +11,13 @@ import jax
 import numpy as np
 import pytest
 import torch
-from tests.models_helpers import random_images, rounding_tol, save_random_hf_vit
 
 import manifold_jax as mj
 import manifold_jax.models as mm
 from manifold_jax import analysis
 from manifold_jax.cli import main
 from manifold_jax.interpret import interpret
+from tests.models_helpers import random_images, rounding_tol, save_random_hf_vit
 
 # one process: the engine test and the CLI study compile the same exploration program once
 pytestmark = pytest.mark.xdist_group("pixel_space")
@@ -142,7 +142,7 @@ def test_study_in_pixel_space_from_the_cli(hf_vit: Any, tmp_path: Path, capsys: 
           "--out", str(out)])  # the engine options of the test above: its compiled program serves
     spec = json.loads((out / "spec.json").read_text())
     assert spec["space"] == "pixels"
-    from manifold_jax.runs import load_study
+    from manifold_jax.study import load_study
 
     study = load_study(out)
     traj, interp = study.trajectories["simexp"], study.interpretations["simexp"]

@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_python_tour_runs_and_its_shape_comments_are_right() -> None:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    assert len(blocks) == 2, "the tour has a geometry block and an exploration block"
+    assert len(blocks) == 3, "the tour has a geometry block, an exploration block and a continuation block"
     code = "\n".join(blocks)
     # a tenth of the steps: the shapes below scale with them
-    code = code.replace("steps=1000", "steps=100").replace("steps=500", "steps=50").replace("progress=True", "progress=False")
+    for full, small in (("steps=1000", "steps=100"), ("steps=500", "steps=50"), ("progress=True", "progress=False")):
+        code = code.replace(full, small)
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     ns = namespace
@@ -32,6 +33,13 @@ def test_the_python_tour_runs_and_its_shape_comments_are_right() -> None:
     assert (stay.y.argmax(-1) == stay.y[:, :1].argmax(-1)).all()
     moved = lambda t: np.abs(t.y[:, -1] - t.y[:, 0]).max()  # noqa: E731
     assert moved(leave) > 10 * moved(stay)
+    # the continuation block: the level set kept to its tolerance, the runner-up class reached
+    far, cf, runner_up = ns["far"], ns["cf"], np.asarray(ns["runner_up"])
+    # each accepted point passed the corrector's test at tol 1e-4; the record re-evaluates it with
+    # the Jacobian's program, which differs by the float32 rounding of logits ~10 (~1e-6)
+    assert far.drift.max() <= 1e-4 + 1e-5 and (far.distance[:, -1] > 1.0).all()
+    assert (cf.stop_iteration >= 0).all()
+    np.testing.assert_array_equal(cf.y[np.arange(4), cf.stop_iteration].argmax(-1), runner_up)
 
 
 def test_the_performance_table_quotes_the_committed_benchmark_report() -> None:

@@ -31,7 +31,7 @@ from manifold_jax.report_html import (
     view,
     write_report_html,
 )
-from manifold_jax.runs import StudySpec, load_model, load_study, run_study
+from manifold_jax.study import MnistImage, StudySpec, atomic, load_model, load_study, run_study
 from tests.models_helpers import save_random_bert, save_random_hf_vit
 
 pytestmark = pytest.mark.xdist_group("report_html")  # one process builds the studies and starts the browser once
@@ -51,8 +51,8 @@ def image_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("html_vit")
     save_random_hf_vit(root / "model", image_size=28, patch_size=4, num_channels=1, hidden_size=16,
                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=4)
-    spec = StudySpec(model=str(root / "model"), inputs=("mnist:0", "mnist:1000"), steps=20, save_every=2,
-                     chunk_size=20, eta=5.0)
+    spec = StudySpec(model=str(root / "model"), inputs=(MnistImage(0), MnistImage(1000)), steps=20,
+                     options={"save_every": 2, "chunk_size": 20, "eta": 5.0})
     out = run_study(spec, root / "study", progress=False, echo=lambda s: None)
     build_report(out, figures=False, echo=lambda s: None)
     return out
@@ -66,7 +66,8 @@ def text_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_random_bert(root / "model", "BertForSequenceClassification", hidden_size=16, num_hidden_layers=1,
                      num_attention_heads=2, intermediate_size=32)
     spec = StudySpec(model=str(root / "model"), inputs=("The striker scored twice.", "Parliament passed the bill."),
-                     algorithms=("simexp",), steps=10, save_every=2, chunk_size=10, eta=50.0, baseline=False)
+                     algorithms=("simexp",), steps=10, options={"save_every": 2, "chunk_size": 10, "eta": 50.0},
+                     baseline=False)
     out = run_study(spec, root / "study", progress=False, echo=lambda s: None)
     build_report(out, figures=False, echo=lambda s: None)
     return out
@@ -80,7 +81,8 @@ def browser() -> Iterator[Any]:
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.skip("no Chromium here: install Debian's chromium and chromium-driver (.ci/run does where apt-get works)")
+        pytest.skip("no Chromium here: install Debian's chromium and chromium-driver "
+                    "(.ci/run does where apt-get works)")
     profile = tempfile.mkdtemp(prefix="manifold-jax-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -160,8 +162,9 @@ def test_the_page_is_one_self_contained_file(image_study: Path) -> None:
     assert not re.search(r"<(link|iframe)\b|\bsrc=[\"']?(?!data:)[a-z]+:|@import|url\(", page), "external reference"
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", page)
     assert "<script src" not in page and "Content-Security-Policy" in page
-    assert not list(image_study.glob(".report.html.*")), "temporary file left behind"
-    data = json.loads(re.search(r'<script id="study-data" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))
+    assert not [p for p in image_study.iterdir() if atomic.is_temporary(p)], "temporary file left behind"
+    found = re.search(r'<script id="study-data" type="application/json">(.*?)</script>', page, re.DOTALL)
+    data = json.loads(found.group(1))
     assert [r["name"] for r in data["runs"]] == ["simec", "simexp", "baseline_simec", "baseline_simexp"]
     assert data["inputs"][1]["name"] == "mnist:1000"
 
@@ -253,7 +256,8 @@ def test_scrubbing_an_image_study_shows_the_stored_points(browser: Any, image_st
                                    rtol=PROBABILITY_RTOL, atol=1e-12, err_msg=f"{run} input {b} point {s}")
         assert int(browser.find_element(By.ID, "probability-cursor").get_attribute("data-iteration")) == iterations[s]
         if run in study.interpretations:
-            np.testing.assert_array_equal(_png(browser, "decoded-image"), _levels(study.interpretations[run].inputs[b, s]))
+            decoded = study.interpretations[run].inputs[b, s]
+            np.testing.assert_array_equal(_png(browser, "decoded-image"), _levels(decoded))
 
     check("simec", 0, 0)
     np.testing.assert_array_equal(_png(browser, "original-image"), _levels(raw[0]))

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tests.models_helpers import SENTENCES, minilm_dir
 
 import manifold_jax as mj
 import manifold_jax.models as mm
 from manifold_jax.models.sentence import HEAD_FILE, l2_normalize, mean_pool
+from tests.models_helpers import SENTENCES, minilm_dir
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_logits_match_transformers_with_hand_pooling(classifier: mm.SentenceClas
         m = tok["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         unit = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        theirs = (unit @ torch.tensor(np.asarray(classifier.weight)).T + torch.tensor(np.asarray(classifier.bias))).numpy()
+        weight, bias = torch.tensor(np.asarray(classifier.weight)), torch.tensor(np.asarray(classifier.bias))
+        theirs = (unit @ weight.T + bias).numpy()
     diff = float(np.abs(ours - theirs).max())
     record_property("sentence_classifier_max_abs_diff", diff)
     print(f"SentenceClassifier logits vs torch + hand pooling, max abs diff: {diff:.3g}")

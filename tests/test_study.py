@@ -1,12 +1,18 @@
-"""Studies on disk: exact resume after an interruption, loadable results, attribution, baseline."""
+"""Studies on disk: crash safety, integrity, exact resume, loadable results, attribution, baseline.
+
+One reference study (a tiny random HF ViT, two MNIST digits, 60 steps in chunks of 20) is
+run once; every interrupted, killed or damaged copy must come back to it bit for bit.
+"""
 
 from __future__ import annotations
 
+import errno
+import glob
+import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -14,13 +20,39 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import manifold_jax.runs as runs
 from manifold_jax.attribution import select_tokens, token_importance
 from manifold_jax.baseline import gradient_baseline
+from manifold_jax.cli import main
 from manifold_jax.report import build_report
-from manifold_jax.runs import StudySpec, load_study, run_study
+from manifold_jax.study import (
+    MnistImage,
+    ResumeConflictError,
+    StudyDamagedError,
+    StudyExistsError,
+    StudyIncompleteError,
+    StudySpec,
+    atomic,
+    load_study,
+    run_study,
+)
+from manifold_jax.study.manifest import Manifest
 from tests.models_helpers import save_random_hf_vit
 from tests.toy_models import toy_classifier
+
+# one process runs the module: the compiled programs and the reference study are built once
+pytestmark = pytest.mark.xdist_group("study")
+
+ROOT = Path(__file__).resolve().parents[1]
+CRASH = Path(__file__).resolve().parent / "crash_run.py"
+KILLED = 137
+OPTIONS = {"eta": 5.0, "save_every": 5, "chunk_size": 20}
+CLI_STUDY = ["--mnist", "0", "1000", "--steps", "60", "--select", "q3", "--eta", "5", "--save-every", "5",
+             "--chunk-size", "20", "--quiet", "--no-report"]
+"""The reference study as command-line flags (the model and --out are added)."""
+
+
+def quiet(_: str) -> None:
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -34,71 +66,64 @@ def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _spec(model: str, **kw: object) -> StudySpec:
-    base = dict(model=model, inputs=("mnist:0", "mnist:1000"), steps=60, save_every=5, chunk_size=20, eta=5.0)
+    base: dict[str, object] = dict(model=model, inputs=(MnistImage(0), MnistImage(1000)), steps=60, select="q3",
+                                   options=OPTIONS)
     base.update(kw)
-    return StudySpec(**base)
+    return StudySpec(**base)  # type: ignore[arg-type]
 
 
-def test_interrupted_study_resumes_to_the_uninterrupted_result(tiny_vit: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = _spec(tiny_vit, baseline=False)
-    run_study(spec, tmp_path / "whole", progress=False, echo=lambda s: None)
-
-    original = runs.save_trajectory
-    calls = {"n": 0}
-
-    def interrupt_on_second_chunk(path: Path, traj: object) -> None:
-        if path.parent.name == "chunks":
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-        original(path, traj)
-
-    monkeypatch.setattr(runs, "save_trajectory", interrupt_on_second_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        run_study(spec, tmp_path / "cut", progress=False, echo=lambda s: None)
-    monkeypatch.setattr(runs, "save_trajectory", original)
-    assert not (tmp_path / "cut" / "simec" / "trajectory.npz").exists()
-    with pytest.raises(FileExistsError, match="--overwrite.*--resume"):
-        run_study(spec, tmp_path / "cut", progress=False, echo=lambda s: None)
-    run_study(None, tmp_path / "cut", resume=True, progress=False, echo=lambda s: None)
-
-    whole, cut = load_study(tmp_path / "whole"), load_study(tmp_path / "cut")
-    for algorithm in ("simec", "simexp"):
-        a, b = whole.trajectories[algorithm], cut.trajectories[algorithm]
-        for name in ("x", "y", "step", "eigenvalue", "status", "stalls", "iteration"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{algorithm}.{name}")
-        np.testing.assert_array_equal(whole.interpretations[algorithm].inputs, cut.interpretations[algorithm].inputs)
+@pytest.fixture(scope="module")
+def whole(tiny_vit: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference study, run uninterrupted and reported."""
+    out = tmp_path_factory.mktemp("whole") / "study"
+    run_study(_spec(tiny_vit), out, progress=False, echo=quiet)
+    build_report(out, echo=quiet)
+    return out
 
 
-@pytest.mark.slow
-def test_a_killed_process_resumes_exactly(tiny_vit: str, tmp_path: Path) -> None:
-    """SIGKILL in the middle of a run (no cleanup at all), then --resume."""
-    common = ["explore", "--model", tiny_vit, "--mnist", "0", "7", "--algorithm", "simexp", "--steps", "400",
-              "--save-every", "5", "--chunk-size", "20", "--eta", "5", "--no-baseline", "--no-report", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    cli = [sys.executable, "-m", "manifold_jax.cli"]
-    subprocess.run([*cli, *common, "--out", str(tmp_path / "whole")], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([*cli, *common, "--out", str(tmp_path / "cut")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    chunks = tmp_path / "cut" / "simexp" / "chunks"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(chunks.glob("*.npz"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "cut" / "simexp" / "trajectory.npz").exists(), "the run finished before it was killed"
-    subprocess.run([*cli, "explore", "--resume", str(tmp_path / "cut"), "--no-report", "--quiet"],
-                   check=True, env=env, capture_output=True)
-    a = load_study(tmp_path / "whole").trajectories["simexp"]
-    b = load_study(tmp_path / "cut").trajectories["simexp"]
-    np.testing.assert_array_equal(a.x, b.x)
-    np.testing.assert_array_equal(a.y, b.y)
-    np.testing.assert_array_equal(a.iteration, b.iteration)
+def _copy(whole: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "study"
+    shutil.copytree(whole, out)
+    return out
 
 
-def test_study_files_load_back_and_report(tiny_vit: str, tmp_path: Path) -> None:
-    out = run_study(_spec(tiny_vit, select="q3"), tmp_path / "s", progress=False, echo=lambda s: None)
-    study = load_study(out)
+def _same_results(a: Path, b: Path) -> None:
+    """Two studies hold bit-identical inputs, trajectories, baselines and interpretations."""
+    sa, sb = load_study(a), load_study(b)
+    assert sb.unfinished == {}
+    for name in sa.inputs:
+        np.testing.assert_array_equal(sa.inputs[name], sb.inputs[name], err_msg=name)
+    for algorithm in sa.spec.algorithms:
+        for kind in ("trajectories", "baselines"):
+            ta, tb = getattr(sa, kind)[algorithm], getattr(sb, kind)[algorithm]
+            for name in ("x", "y", "step", "eigenvalue", "status", "stalls", "iteration"):
+                np.testing.assert_array_equal(getattr(ta, name), getattr(tb, name),
+                                              err_msg=f"{kind} {algorithm}.{name}")
+        ia, ib = sa.interpretations[algorithm], sb.interpretations[algorithm]
+        np.testing.assert_array_equal(ia.inputs, ib.inputs)
+        np.testing.assert_array_equal(ia.logits, ib.logits)
+
+
+def _flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _crash(what: str, count: int, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess that dies like kill -9 at the count-th write of ``what``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(CRASH), what, str(count), "--", *argv], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == KILLED, f"expected a crash at {what} #{count}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+# --------------------------------------------------------------------------- what a study holds
+
+
+def test_study_files_load_back_and_report(whole: Path) -> None:
+    study = load_study(whole)
     b, s = 2, 60 // 5 + 1
     assert study.trajectories["simec"].x.shape == (b, s, 50, 16)
     assert study.interpretations["simexp"].inputs.shape == (b, s, 28, 28, 1)
@@ -114,34 +139,238 @@ def test_study_files_load_back_and_report(tiny_vit: str, tmp_path: Path) -> None
     x = study.trajectories["simexp"].x
     assert (x >= study.inputs["lo"][None, None] - 1e-6).all() and (x <= study.inputs["hi"][None, None] + 1e-6).all()
     np.testing.assert_array_equal(x[:, :, ~sel[0]][0], np.broadcast_to(x[0, 0, ~sel[0]], x[0][:, ~sel[0]].shape))
-    metrics = build_report(out, echo=lambda s: None)
-    assert (out / "report.md").is_file() and (out / "metrics.json").is_file()
-    assert len(list((out / "figures").glob("*.png"))) == 2 * b
+    metrics = json.loads((whole / "metrics.json").read_text())
+    assert (whole / "report.md").is_file()
+    assert len(list((whole / "figures").glob("*.png"))) == 2 * b
     assert set(metrics["means"]) == {"simec", "simexp", "baseline_simec", "baseline_simexp"}
     assert "volume_ratio" in metrics["inputs"][0]["simexp"]
+    # inputs keep their kind in spec.json; every file is in the manifest with its checksum
+    spec = json.loads((whole / "spec.json").read_text())
+    assert spec["inputs"] == [{"kind": "mnist", "index": 0}, {"kind": "mnist", "index": 1000}]
+    manifest = Manifest.load(whole)
+    assert {"spec.json", "inputs.npz", "simec/trajectory.npz", "simexp/chunks/00000040.npz", "report.md",
+            "figures/input00_exploration.png"} <= set(manifest.files)
+    assert all(manifest.check(whole / rel) == "ok" for rel in manifest.files)
+    assert sorted(manifest.checkpoints["simexp"]) == ["40", "60"]
+    assert not [p for p in whole.rglob("*") if atomic.is_temporary(p)]
 
 
-def test_interpretation_of_the_start_reproduces_the_input(tiny_vit: str, tmp_path: Path) -> None:
-    out = run_study(_spec(tiny_vit, steps=10, baseline=False), tmp_path / "s", progress=False, echo=lambda s: None)
-    study = load_study(out)
+def test_interpretation_of_the_start_reproduces_the_input(whole: Path) -> None:
+    study = load_study(whole)
     raw = study.inputs["raw"]
     decoded0 = study.interpretations["simec"].inputs[:, 0]
     # the pseudo-inverse of a full-row-rank patch embedding is exact up to float32 rounding
     np.testing.assert_allclose(decoded0, raw, atol=1e-4)
-    np.testing.assert_allclose(study.interpretations["simec"].logits[:, 0], study.trajectories["simec"].y[:, 0], atol=1e-4)
+    np.testing.assert_allclose(study.interpretations["simec"].logits[:, 0], study.trajectories["simec"].y[:, 0],
+                               atol=1e-4)
 
 
-def test_spec_validates_itself() -> None:
-    with pytest.raises(ValueError, match="input 1 is empty"):
-        StudySpec(model="m", inputs=("a", "  "))
-    with pytest.raises(ValueError, match="select='half'"):
-        StudySpec(model="m", inputs=("a",), select="half")
-    with pytest.raises(ValueError, match=r"steps \(10\) must be a multiple of save_every \(3\)"):
-        StudySpec(model="m", inputs=("a",), steps=10, save_every=3)
-    with pytest.raises(ValueError, match="threshold"):
-        StudySpec(model="m", inputs=("a",), threshold="loose")
-    spec = StudySpec(model="m", inputs=("a", "b"), select=(1, 2))
-    assert StudySpec.from_json(spec.to_json()) == spec
+# --------------------------------------------------------------------------- interruptions and crashes
+
+
+def test_interrupted_study_resumes_to_the_uninterrupted_result(
+    tiny_vit: str, whole: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C (KeyboardInterrupt) while the second SiMExp chunk is written."""
+    original = atomic.commit
+    calls = {"n": 0}
+
+    def interrupt_on_second_chunk(temporary: Path, path: Path) -> None:
+        if path.parent.name == "chunks" and path.parent.parent.name == "simexp":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        original(temporary, path)
+
+    monkeypatch.setattr(atomic, "commit", interrupt_on_second_chunk)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(_spec(tiny_vit), out, progress=False, echo=quiet)
+    monkeypatch.setattr(atomic, "commit", original)
+    assert not (out / "simexp" / "trajectory.npz").exists()
+    assert not [p for p in out.rglob("*") if atomic.is_temporary(p)], "an interrupted write leaves no temporary"
+    with pytest.raises(StudyExistsError, match="overwrite=True.*resume=True"):
+        run_study(_spec(tiny_vit), out, progress=False, echo=quiet)
+    run_study(None, out, resume=True, progress=False, echo=quiet)
+    _same_results(whole, out)
+
+
+@pytest.mark.parametrize(("what", "count", "start"), [
+    ("inputs.npz", 1, "explore"),
+    ("simec/chunks/*", 2, "explore"),
+    ("checkpoint", 2, "explore"),
+    ("simec/interpretation.npz", 1, "resume"),
+    ("report.md", 1, "report"),
+], ids=["inputs", "chunk", "checkpoint", "interpretation", "report"])
+def test_a_process_killed_at_a_write_point_resumes_bit_identically(
+    what: str, count: int, start: str, tiny_vit: str, whole: Path, tmp_path: Path,
+) -> None:
+    """The process dies like kill -9 while it writes (the file torn, nothing cleaned up);
+    a resume (or a rerun of the report) then completes to the uninterrupted result."""
+    if start == "explore":
+        out = tmp_path / "study"
+        _crash(what, count, ["explore", "--model", tiny_vit, *CLI_STUDY, "--out", str(out)])
+    else:
+        out = _copy(whole, tmp_path)
+        if start == "resume":
+            (out / what).unlink()  # lost: the resume recomputes it and dies writing it
+            _crash(what, count, ["explore", "--resume", str(out), "--quiet", "--no-report"])
+        else:
+            for name in ("metrics.json", "report.md"):
+                (out / name).unlink()
+            shutil.rmtree(out / "figures")
+            _crash(what, count, ["report", str(out)])
+    if what != "checkpoint":
+        assert [p for p in out.rglob("*") if atomic.is_temporary(p)], "the killed write left its torn temporary"
+    if start == "report":
+        build_report(out, echo=quiet)
+        for name in ("metrics.json", "report.md", *(f"figures/{p.name}" for p in (whole / "figures").iterdir())):
+            assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+    else:
+        with pytest.raises(StudyExistsError):
+            run_study(_spec(tiny_vit), out, progress=False, echo=quiet)
+        lines: list[str] = []
+        run_study(None, out, resume=True, progress=False, echo=lines.append)
+        if what == "checkpoint":  # the torn checkpoint was never recorded: the chunk's copy of the state serves
+            assert "simec: resuming at iteration 40 of 60" in lines, lines
+    assert not [p for p in out.rglob("*") if atomic.is_temporary(p)]
+    _same_results(whole, out)
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def test_deleted_and_bit_flipped_files_are_detected_and_recovered(whole: Path, tmp_path: Path) -> None:
+    out = _copy(whole, tmp_path)
+    # simec: a chunk deleted, the trajectory bit-flipped, the inputs bit-flipped
+    (out / "simec/chunks/00000040.npz").unlink()
+    _flip_bit(out / "simec/trajectory.npz")
+    _flip_bit(out / "inputs.npz")
+    # simexp: the newest checkpoint truncated, the chunk after it and the trajectory lost,
+    # a torn temporary left behind, the interpretation bit-flipped
+    for data in glob.glob(str(out / "simexp/checkpoints/40/**/d/*"), recursive=True):
+        Path(data).write_bytes(Path(data).read_bytes()[:10])
+    (out / "simexp/chunks/00000060.npz").unlink()
+    (out / "simexp/trajectory.npz").unlink()
+    (out / "simexp/chunks/.00000060.tmp-0123456789ab.npz").write_bytes(b"torn")
+    _flip_bit(out / "simexp/interpretation.npz")
+    with pytest.raises(StudyDamagedError, match=r"inputs\.npz: the file fails its checksum"):
+        load_study(out)
+    lines: list[str] = []
+    run_study(None, out, resume=True, progress=False, echo=lines.append)
+    text = "\n".join(lines)
+    assert "removed 1 leftover temporary file(s)" in text
+    assert "inputs.npz: the file fails its checksum (it changed after it was written); rebuilt from spec.json" in text
+    assert "simec/trajectory.npz: the file fails its checksum" in text
+    assert ("simec: chunk 00000040.npz is missing; continuing from iteration 20, 40 step(s) to compute") in text
+    assert ("simexp: chunk 00000060.npz is missing; checkpoint 40 is damaged, so the copy of its state saved with "
+            "chunk 00000040.npz is used; continuing from iteration 40, 20 step(s) to compute") in text
+    assert "simexp/interpretation.npz: the file fails its checksum" in text
+    _same_results(whole, out)
+    assert Manifest.load(out).checkpoints["simexp"].keys() == {"40", "60"}
+
+
+def test_a_flipped_checkpoint_or_chunk_and_an_unrecorded_chunk(whole: Path, tmp_path: Path) -> None:
+    out = _copy(whole, tmp_path)
+    # simec: the first chunk bit-flipped (everything after it is recomputed, no gap)
+    _flip_bit(out / "simec/chunks/00000020.npz")
+    (out / "simec/trajectory.npz").unlink()
+    # simexp: checkpoint 40 bit-flipped; chunk 40 written but not recorded (a crash came first)
+    for data in glob.glob(str(out / "simexp/checkpoints/40/**/d/*"), recursive=True):
+        _flip_bit(Path(data))
+    (out / "simexp/chunks/00000060.npz").unlink()
+    (out / "simexp/trajectory.npz").unlink()
+    manifest = Manifest.load(out)
+    manifest.forget(out / "simexp/chunks/00000040.npz")
+    with pytest.raises(StudyDamagedError, match=r"simec/trajectory\.npz: the file is missing"):
+        load_study(out)
+    lines: list[str] = []
+    run_study(None, out, resume=True, progress=False, echo=lines.append)
+    assert "simec: chunk 00000020.npz fails its checksum; continuing from iteration 0, 60 step(s) to compute" in lines
+    assert any(line.startswith("simexp: ") and "checkpoint 40 is damaged" in line for line in lines), lines
+    _same_results(whole, out)
+
+
+def test_a_damaged_study_is_refused_by_report_in_one_line(
+    whole: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = _copy(whole, tmp_path)
+    _flip_bit(out / "simexp/baseline.npz")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"manifold-jax report: error: {out}/simexp/baseline.npz: the file fails its checksum (it changed "
+                   f"after it was written); rebuild it with: manifold-jax explore --resume {out}"), err
+
+
+# --------------------------------------------------------------------------- unfinished, continued, failed studies
+
+
+def test_report_names_the_unfinished_run(whole: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _copy(whole, tmp_path)
+    for name in ("simexp/trajectory.npz", "simexp/chunks/00000060.npz"):
+        (out / name).unlink()
+        Manifest.load(out).forget(out / name)
+    with pytest.raises(StudyIncompleteError, match=r"simexp \(40 of 60 steps\)"):
+        build_report(out, echo=quiet)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(out), "--no-figures"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"manifold-jax report: error: {out}: unfinished: simexp (40 of 60 steps); finish it with: "
+                   f"manifold-jax explore --resume {out}, or report what is done with --partial"), err
+    main(["report", str(out), "--no-figures", "--partial"])
+    assert "report: unfinished, left out: simexp (40 of 60 steps)" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    assert "Unfinished and left out of this report: simexp (40 of 60 steps)." in report
+    assert set(json.loads((out / "metrics.json").read_text())["means"]) == {"simec", "baseline_simec"}
+
+
+def test_a_resume_continues_the_study_to_more_steps(tiny_vit: str, whole: Path, tmp_path: Path) -> None:
+    """A 40-step study continued to 60 steps equals the 60-step study; nothing else may change."""
+    out = tmp_path / "study"
+    short = _spec(tiny_vit, steps=40)
+    run_study(short, out, progress=False, echo=quiet)
+    build_report(out, echo=quiet)
+    with pytest.raises(ResumeConflictError, match=r"options"):
+        run_study(_spec(tiny_vit, steps=60, options={**OPTIONS, "eta": 4.0}), out, resume=True, echo=quiet)
+    with pytest.raises(ResumeConflictError, match=r"steps \(the study has 40"):
+        run_study(_spec(tiny_vit, steps=20), out, resume=True, echo=quiet)
+    lines: list[str] = []
+    run_study(_spec(tiny_vit, steps=60), out, resume=True, progress=False, echo=lines.append)
+    assert "continuing the study from 40 to 60 steps" in lines
+    assert "simec: resuming at iteration 40 of 60" in lines
+    assert not (out / "report.md").exists(), "the 40-step report is stale and removed"
+    assert load_study(out).spec.steps == 60
+    _same_results(whole, out)
+
+
+def test_a_failed_start_leaves_nothing_behind(tiny_vit: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything is validated before the first write; a write that fails removes what the run created."""
+    out = tmp_path / "new"
+    with pytest.raises(ValueError, match="position 50 is out of range"):
+        run_study(_spec(tiny_vit, select=(3, 50)), out, progress=False, echo=quiet)
+    assert not out.exists()
+    existing = tmp_path / "empty"
+    existing.mkdir()
+    with pytest.raises(ValueError, match="position 0 is not an explorable token"):
+        run_study(_spec(tiny_vit, select=(0, 3)), existing, progress=False, echo=quiet)
+    assert list(existing.iterdir()) == []
+
+    def disk_full(temporary: Path, path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "commit", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run_study(_spec(tiny_vit, steps=10, options={"save_every": 5}), out, progress=False, echo=quiet)
+    assert not out.exists()
+    with pytest.raises(OSError, match="No space left"):
+        run_study(_spec(tiny_vit, steps=10, options={"save_every": 5}), existing, progress=False, echo=quiet)
+    assert list(existing.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- attribution and baseline
 
 
 def test_token_importance_is_the_largest_metric_eigenvalue() -> None:
@@ -181,3 +410,39 @@ def test_gradient_baseline_climbs_or_descends_the_original_class() -> None:
     moved = np.linalg.norm(runs_["stay"].x[1, 1:] - runs_["stay"].x[0, 1:], axis=-1)
     assert np.all(moved <= 10 * np.sqrt(2) * 0.05 + 1e-5)
     np.testing.assert_array_equal(runs_["stay"].x[:, 0], np.broadcast_to(np.asarray(x0[0]), (11, 16)))
+
+
+
+def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, tmp_path: Path) -> None:
+    """The continuation options from the command line: SiMEC with the corrector keeps its logits
+    to the tolerance; the counterfactual run walks each digit to its runner-up class and stops
+    there; the report says where, and a resume of the finished study recomputes nothing."""
+    out = tmp_path / "study"
+    # every patch explored: this random one-layer ViT cannot move a digit's runner-up class far
+    # enough with the top quarter alone
+    flags = ["--algorithm", "simec", "--corrector", "newton", "--tol", "1e-3", "--counterfactual", "--select", "all",
+             "--no-baseline", "--out", str(out)]
+    main(["explore", "--model", tiny_vit, *CLI_STUDY, *flags])
+    build_report(out, echo=quiet)
+    study = load_study(out)
+    assert set(study.trajectories) == {"simec", "counterfactual"}
+    cf, simec = study.trajectories["counterfactual"], study.trajectories["simec"]
+    targets = study.inputs["target"]
+    y0 = simec.y[:, 0]
+    np.testing.assert_array_equal(targets, np.argsort(-y0, axis=1)[:, 1])  # the runner-up class
+    stops = np.asarray(cf.final.stop_iteration)
+    assert (stops > 0).all() and cf.iteration[-1] == stops.max() < 60
+    for b, stop in enumerate(stops):
+        assert cf.y[b, stop].argmax() == targets[b] and cf.y[b, stop - 1].argmax() != targets[b]
+    # 1e-3 bounds the corrector's own evaluation; the record is the Jacobian program's, which
+    # differs by float32 rounding of logits ~1 (~1e-6)
+    assert simec.drift.max() <= 1e-3 + 1e-5 and simec.distance[:, -1].min() > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for b, entry in enumerate(metrics["inputs"]):
+        path = entry["counterfactual"]["path"]
+        assert path["reached_target"] and path["stop_iteration"] == stops[b]
+        assert path["stop_distance_from_x0"] == pytest.approx(float(cf.distance[b, stops[b]]), rel=1e-6)
+    assert "stopped at iteration" in (out / "report.md").read_text()
+    before = (out / "counterfactual" / "trajectory.npz").read_bytes()
+    run_study(None, out, resume=True, progress=False, echo=quiet)
+    assert (out / "counterfactual" / "trajectory.npz").read_bytes() == before

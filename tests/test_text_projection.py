@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.models_helpers import save_random_bert
 
 import manifold_jax.models as mm
 from manifold_jax.analysis import softmax
 from manifold_jax.text_projection import Goal, ProjectionConfig, first_order_changes, project_sentence
+from tests.models_helpers import save_random_bert
 
 SENTENCE = "The striker scored a late goal in the final match."
 

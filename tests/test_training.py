@@ -10,16 +10,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.models_helpers import minilm_dir
 
 import manifold_jax.models as mm
 from manifold_jax.data import mnist_split
 from manifold_jax.training import evaluate_vit, train_mnist_vit, train_topic_head
+from tests.models_helpers import minilm_dir
 
 # A reduced ViT (7x7 patches: 16 + CLS tokens, 2 layers) so that a run takes seconds.
 SMALL = dataclasses.replace(mm.MNIST_VIT, patch_size=7, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
 QUICK = dict(
-    epochs=1, batch_size=32, n_train=512, n_test=200, learning_rate=1e-2, warmup_epochs=0.25, max_shift=1, progress=False
+    epochs=1, batch_size=32, n_train=512, n_test=200, learning_rate=1e-2, warmup_epochs=0.25, max_shift=1,
+    progress=False,
 )
 
 

@@ -182,7 +182,7 @@ def mnist_split(seed: int = 0, n_test: int = 1000, stratified: bool = True) -> M
         sizes = np.array([np.count_nonzero(labels == c) for c in classes])
         counts = _stratified_counts(sizes, int(n_test))
         test_parts = []
-        for c, m in zip(classes, counts):
+        for c, m in zip(classes, counts, strict=True):
             members = np.flatnonzero(labels == c)
             test_parts.append(rng.permutation(members)[:m])
         test = np.concatenate(test_parts)

@@ -23,7 +23,7 @@ From ``embed`` every entry carries the batch axis first; ``head`` receives one i
 patches, not [CLS], [SEP], padding).
 """
 
-Task = Literal["classification", "mlm", "encoder"]
+Task = Literal["classification", "mlm", "encoder", "lm", "lm-top5"]
 BoundsKind = Literal["theoretical", "measured"]
 
 
@@ -60,4 +60,29 @@ class ExplorableModel(Protocol):
         self, kind: BoundsKind = "theoretical", data: Any = None
     ) -> tuple[jax.Array, jax.Array]:
         """Feasible box (lo, hi), each of shape (n, d), for the embeddings."""
+        ...
+
+
+@runtime_checkable
+class TextModel(ExplorableModel, Protocol):
+    """What the text code (interpretation, reports, the CLI) relies on beyond :class:`ExplorableModel`.
+
+    BERT, RoBERTa, DistilBERT, GPT-2 and the sentence classifier implement it. ``embed_ids``
+    re-embeds decoded token ids with the original context (types, attention mask, explored
+    positions), ``detokenize`` turns ids back into strings.
+    """
+
+    @property
+    def tokenizer(self) -> Any:
+        """The HF tokenizer (None when the checkpoint shipped none: ``embed_ids`` still works)."""
+        ...
+
+    def embed_ids(
+        self, input_ids: Any, token_type_ids: Any = None, attention_mask: Any = None, token_mask: Any = None
+    ) -> tuple[jax.Array, Context]:
+        """Token ids (B, n) to x0 (B, n, d) and the batched context, without a tokenizer."""
+        ...
+
+    def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
+        """Token ids (B, n) back to B strings."""
         ...

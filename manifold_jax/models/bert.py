@@ -9,11 +9,9 @@ task head on ONE item. Weights come from HF checkpoints (``BertModel``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,228 +19,17 @@ import numpy as np
 from manifold_jax._xla import jit
 
 from .base import BoundsKind, Context, Task
-from .errors import UnsupportedModelError
-from .layers import Encoder, EncoderConfig, LayerNorm, dense, get_activation
+from .bert_modules import BERT_NAMES, MLM_TOP_K, TASKS, BertConfig, BertModule
+from .bert_vocab import chunk_size, nearest_tokens, vocab_box
 from .common import measured_box
-from .weights import (
-    NameTable,
-    Rule,
-    dense_rules,
-    norm_rules,
-    load_params,
-    read_checkpoint,
-)
+from .errors import UnsupportedModelError
+from .text import load_tokenizer
+from .weights import NameTable, load_params, read_checkpoint
 
-TASKS: tuple[Task, ...] = ("classification", "mlm", "encoder")
-MLM_TOP_K = 5
-"""Number of masked-LM logits the head keeps (the top-k at x0, frozen; DESIGN section 1)."""
-
-_VOCAB_CHUNK_ELEMENTS = 1 << 23
-"""Memory budget (array elements) of one vocabulary chunk in the exact vocabulary scans."""
-
-
-# ------------------------------------------------------------------------------ config
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    """The hashable shape of a BERT port (built from a transformers ``BertConfig``)."""
-
-    vocab_size: int
-    max_position_embeddings: int
-    type_vocab_size: int
-    encoder: EncoderConfig
-    num_labels: int = 2
-    id2label: tuple[str, ...] = ()
-    pad_token_id: int = 0
-
-    @property
-    def hidden_size(self) -> int:
-        return self.encoder.hidden_size
-
-    @classmethod
-    def from_hf(cls, hf: Any, num_labels: int | None = None) -> BertConfig:
-        """From a ``transformers.BertConfig``; ``num_labels`` overrides the config's."""
-        if getattr(hf, "position_embedding_type", "absolute") != "absolute":
-            raise UnsupportedModelError(
-                f"position_embedding_type {hf.position_embedding_type!r} is not ported "
-                "(supported: 'absolute')"
-            )
-        if getattr(hf, "is_decoder", False):
-            raise UnsupportedModelError("decoder (causal) BERT configs are not ported")
-        encoder = EncoderConfig(
-            hidden_size=hf.hidden_size,
-            num_layers=hf.num_hidden_layers,
-            num_heads=hf.num_attention_heads,
-            intermediate_size=hf.intermediate_size,
-            activation=hf.hidden_act,
-            layer_norm_eps=hf.layer_norm_eps,
-            pre_norm=False,
-            init_std=hf.initializer_range,
-        )
-        k = hf.num_labels if num_labels is None else num_labels
-        names = dict(getattr(hf, "id2label", None) or {})
-        labels = tuple(str(names.get(i, names.get(str(i), f"LABEL_{i}"))) for i in range(k))
-        return cls(
-            vocab_size=hf.vocab_size,
-            max_position_embeddings=hf.max_position_embeddings,
-            type_vocab_size=hf.type_vocab_size,
-            encoder=encoder,
-            num_labels=k,
-            id2label=labels,
-            pad_token_id=hf.pad_token_id if hf.pad_token_id is not None else 0,
-        )
-
-
-# ------------------------------------------------------------------------- flax modules
-
-
-class BertEmbeddings(nn.Module):
-    """word + token type + position embeddings, then LayerNorm (dropout off)."""
-
-    config: BertConfig
-
-    def setup(self) -> None:
-        c = self.config
-        init = nn.initializers.normal(c.encoder.init_std)
-        d = c.hidden_size
-        self.word = nn.Embed(c.vocab_size, d, embedding_init=init)
-        self.position = nn.Embed(c.max_position_embeddings, d, embedding_init=init)
-        self.token_type = nn.Embed(c.type_vocab_size, d, embedding_init=init)
-        self.norm = LayerNorm(c.encoder.layer_norm_eps)
-
-    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        """ids, types (..., n) -> x (..., n, d); positions are 0..n-1, as in HF."""
-        n = input_ids.shape[-1]
-        summed = self.word(input_ids) + self.token_type(token_type_ids)
-        return self.norm(summed + self.position.embedding[:n])
-
-    def candidates(self, vocab_ids: jax.Array, n: int) -> jax.Array:
-        """Every embedding-module output a token could have: (T, C, n, d).
-
-        Entry [t, c, i] = LayerNorm(W[vocab_ids[c]] + T[t] + P[i]), same order of sums
-        as ``__call__``, so an unmodified embedding equals one candidate.
-        """
-        words = self.word.embedding[vocab_ids]  # (C, d)
-        types = self.token_type.embedding  # (T, d)
-        summed = words[None, :, None, :] + types[:, None, None, :]
-        return self.norm(summed + self.position.embedding[:n][None, None])
-
-
-class MLMHead(nn.Module):
-    """BERT masked-LM head: dense + activation + LayerNorm, decoder tied to the word table + bias."""
-
-    config: BertConfig
-
-    def setup(self) -> None:
-        c = self.config
-        self.transform = dense(c.hidden_size, c.encoder.init_std)
-        self.norm = LayerNorm(c.encoder.layer_norm_eps)
-        self.bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,))
-
-    def __call__(self, h: jax.Array, table: jax.Array, vocab_ids: jax.Array | None = None) -> jax.Array:
-        """h (..., d) -> logits (..., V), or (..., k) restricted to ``vocab_ids`` (..., k)."""
-        act = get_activation(self.config.encoder.activation)
-        t = self.norm(act(self.transform(h)))
-        if vocab_ids is None:
-            return t @ table.T + self.bias
-        return jnp.einsum("...d,...kd->...k", t, table[vocab_ids]) + self.bias[vocab_ids]
-
-
-class BertModule(nn.Module):
-    """The whole BERT of one task, with one method per stage of the split."""
-
-    config: BertConfig
-    task: Task = "classification"
-
-    def setup(self) -> None:
-        c = self.config
-        self.embeddings = BertEmbeddings(c)
-        self.encoder = Encoder(c.encoder)
-        if self.task == "classification":
-            self.pooler = dense(c.hidden_size, c.encoder.init_std)
-            self.classifier = dense(c.num_labels, c.encoder.init_std)
-        elif self.task == "mlm":
-            self.mlm = MLMHead(c)
-
-    def embed(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        return self.embeddings(input_ids, token_type_ids)
-
-    def candidates(self, vocab_ids: jax.Array, n: int) -> jax.Array:
-        return self.embeddings.candidates(vocab_ids, n)
-
-    def encode(self, x: jax.Array, attention_mask: jax.Array, rows: jax.Array | None = None) -> jax.Array:
-        return self.encoder(x, attention_mask, rows)
-
-    def classify(self, hidden: jax.Array) -> jax.Array:
-        """hidden (..., n, d) -> logits (..., num_labels): tanh pooler on [CLS], then linear."""
-        return self.classifier(jnp.tanh(self.pooler(hidden[..., 0, :])))
-
-    def mlm_logits(self, hidden: jax.Array, vocab_ids: jax.Array | None = None) -> jax.Array:
-        return self.mlm(hidden, self.embeddings.word.embedding, vocab_ids)
-
-    def forward(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """The full output on embeddings: logits (..., L), MLM logits (..., n, V) or hidden (..., n, d)."""
-        hidden = self.encode(x, attention_mask)
-        if self.task == "classification":
-            return self.classify(hidden)
-        if self.task == "mlm":
-            return self.mlm_logits(hidden)
-        return hidden
-
-    def head(self, x: jax.Array, attention_mask: jax.Array, mask_position: Any = None, topk: Any = None) -> jax.Array:
-        """One item (n, d) to the explored output (see :meth:`Bert.head`)."""
-        if self.task == "classification":  # the pooler reads [CLS] only
-            return self.classify(self.encode(x, attention_mask, jnp.zeros((1,), jnp.int32)))
-        if self.task == "mlm":  # only the masked word's row is read
-            rows = jnp.reshape(jnp.asarray(mask_position, jnp.int32), (1,))
-            return self.mlm_logits(self.encode(x, attention_mask, rows)[0], topk)
-        return self.encode(x, attention_mask)
-
-    def init_all(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        return self.forward(self.embed(input_ids, token_type_ids), jnp.ones_like(input_ids))
-
-
-# --------------------------------------------------------------------------- HF names
-
-
-_LAYER = "encoder.layer.{i}"
-_FLAX_LAYER = "encoder/layers_{i}"
-
-BERT_NAMES = NameTable(
-    rules=(
-        Rule("embeddings.word_embeddings.weight", "embeddings/word/embedding"),
-        Rule("embeddings.position_embeddings.weight", "embeddings/position/embedding"),
-        Rule("embeddings.token_type_embeddings.weight", "embeddings/token_type/embedding"),
-        *norm_rules("embeddings.LayerNorm", "embeddings/norm"),
-        *dense_rules(f"{_LAYER}.attention.self.query", f"{_FLAX_LAYER}/attention/query"),
-        *dense_rules(f"{_LAYER}.attention.self.key", f"{_FLAX_LAYER}/attention/key"),
-        *dense_rules(f"{_LAYER}.attention.self.value", f"{_FLAX_LAYER}/attention/value"),
-        *dense_rules(f"{_LAYER}.attention.output.dense", f"{_FLAX_LAYER}/attention/out"),
-        *norm_rules(f"{_LAYER}.attention.output.LayerNorm", f"{_FLAX_LAYER}/attention_norm"),
-        *dense_rules(f"{_LAYER}.intermediate.dense", f"{_FLAX_LAYER}/mlp/fc1"),
-        *dense_rules(f"{_LAYER}.output.dense", f"{_FLAX_LAYER}/mlp/fc2"),
-        *norm_rules(f"{_LAYER}.output.LayerNorm", f"{_FLAX_LAYER}/mlp_norm"),
-        *dense_rules("pooler.dense", "pooler"),
-        *dense_rules("classifier", "classifier"),
-        *dense_rules("cls.predictions.transform.dense", "mlm/transform"),
-        *norm_rules("cls.predictions.transform.LayerNorm", "mlm/norm"),
-        Rule(("cls.predictions.bias", "cls.predictions.decoder.bias"), "mlm/bias"),
-    ),
-    prefixes=("bert.",),
-    # position_ids: a buffer; decoder.weight: the tied copy of the word embeddings
-    # (checked for equality by load_bert); seq_relationship: the NSP head, not ported.
-    ignore=(r"embeddings\.position_ids", r"cls\.predictions\.decoder\.weight", r"cls\.seq_relationship\..*"),
-    heads=frozenset({"pooler", "classifier", "mlm"}),
-)
-"""HF BERT parameter names -> flax paths of :class:`BertModule`."""
-
-
-# ------------------------------------------------------------------------- the model
-
-
-def _chunk_size(vocab: int, per_entry: int, budget: int = _VOCAB_CHUNK_ELEMENTS) -> int:
-    return int(max(1, min(vocab, budget // max(per_entry, 1))))
+__all__ = [
+    "BERT_NAMES", "MLM_TOP_K", "TASKS", "Bert", "BertConfig", "BertModule", "bert_from_checkpoint", "check_task",
+    "check_tied_decoder", "load_bert",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,7 +57,7 @@ class Bert:
         return BertModule(self.config, self.task)
 
     def _apply(self, *args: Any, method: str) -> jax.Array:
-        return self.module.apply({"params": self.params}, *args, method=getattr(BertModule, method))
+        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(BertModule, method)))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -303,7 +90,7 @@ class Bert:
             texts,
             padding="max_length" if length is not None else "longest",
             truncation=True,
-            max_length=length if length is not None else self.config.max_position_embeddings,
+            max_length=length if length is not None else self.config.max_length,
             return_special_tokens_mask=True,
             return_token_type_ids=True,
             return_attention_mask=True,
@@ -347,10 +134,10 @@ class Bert:
             token_mask[:, 0] = False
             token_mask[np.arange(len(ids)), np.maximum(lengths - 1, 0)] = False
         token_mask = np.asarray(token_mask, bool) & att.astype(bool)
-        if ids.shape[1] > self.config.max_position_embeddings:
+        if ids.shape[1] > self.config.max_length:
             raise ValueError(
-                f"sequence length {ids.shape[1]} exceeds max_position_embeddings "
-                f"{self.config.max_position_embeddings}"
+                f"sequence length {ids.shape[1]} exceeds the {self.config.max_length} positions of the model "
+                f"(max_position_embeddings {self.config.max_position_embeddings})"
             )
         x0 = _embed_jit(self, jnp.asarray(ids), jnp.asarray(types))
         ctx: Context = {
@@ -427,8 +214,9 @@ class Bert:
             found = _mlm_argmax_jit(decoder, x, ctx["attention_mask"])
         elif method == "nearest":
             n = x.shape[-2]
-            chunk = _chunk_size(self.config.vocab_size, self.config.type_vocab_size * n * (x.shape[-1] + x.shape[0]))
-            found = _nearest_jit(self, x, ctx["token_type_ids"], self._allowed(vocabulary), chunk)
+            per_entry = max(self.config.type_vocab_size, 1) * n * (x.shape[-1] + x.shape[0])
+            chunk = chunk_size(self.config.vocab_size, per_entry)
+            found = nearest_tokens(self, x, ctx["token_type_ids"], self._allowed(vocabulary), chunk)
         else:
             raise ValueError(f"unknown decode method {method!r}; use 'auto', 'mlm' or 'nearest'")
         return np.where(np.asarray(ctx["token_mask"]), np.asarray(found), np.asarray(ctx["input_ids"]))
@@ -490,12 +278,12 @@ class Bert:
         elif data is not None:
             n = int(self.embed(data)[0].shape[1])
         else:
-            n = self.max_length or self.config.max_position_embeddings
-        if not 0 < n <= self.config.max_position_embeddings:
-            raise ValueError(f"bounds for n = {n} positions; this model has 1..{self.config.max_position_embeddings}")
+            n = self.max_length or self.config.max_length
+        if not 0 < n <= self.config.max_length:
+            raise ValueError(f"bounds for n = {n} positions; this model has 1..{self.config.max_length}")
         d = self.config.hidden_size
-        chunk = _chunk_size(self.config.vocab_size, self.config.type_vocab_size * n * d)
-        return _vocab_box_jit(self, n, chunk)
+        chunk = chunk_size(self.config.vocab_size, max(self.config.type_vocab_size, 1) * n * d)
+        return vocab_box(self, n, chunk)
 
 
 # ------------------------------------------------------------------ jitted internals
@@ -520,52 +308,6 @@ def _mlm_argmax_jit(model: Bert, x: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.lax.map(lambda a: jnp.argmax(model.forward(a[0], {"attention_mask": a[1]}), -1), (x, mask))
 
 
-def _vocab_chunks(vocab: int, chunk: int) -> jax.Array:
-    """Start index of every vocabulary chunk; ids past the end are clipped to V-1 by the
-    callers, which only duplicates a real entry (harmless for min, max and argmin)."""
-    return jnp.arange(math.ceil(vocab / chunk), dtype=jnp.int32) * chunk
-
-
-def _chunk_ids(start: jax.Array, chunk: int, vocab: int) -> jax.Array:
-    return jnp.minimum(start + jnp.arange(chunk, dtype=jnp.int32), vocab - 1)
-
-
-@jit(static_argnums=(1, 2))
-def _vocab_box_jit(model: Bert, n: int, chunk: int) -> tuple[jax.Array, jax.Array]:
-    vocab = model.config.vocab_size
-
-    def step(carry: tuple[jax.Array, jax.Array], start: jax.Array) -> tuple[tuple[jax.Array, jax.Array], None]:
-        cand = model._apply(_chunk_ids(start, chunk, vocab), n, method="candidates")  # (T, C, n, d)
-        lo, hi = carry
-        return (jnp.minimum(lo, cand.min((0, 1))), jnp.maximum(hi, cand.max((0, 1)))), None
-
-    d = model.config.hidden_size
-    dtype = model.params["embeddings"]["word"]["embedding"].dtype
-    init = (jnp.full((n, d), jnp.inf, dtype), jnp.full((n, d), -jnp.inf, dtype))
-    return jax.lax.scan(step, init, _vocab_chunks(vocab, chunk))[0]
-
-
-@jit(static_argnums=(4,))
-def _nearest_jit(model: Bert, x: jax.Array, types: jax.Array, allowed: jax.Array, chunk: int) -> jax.Array:
-    vocab = model.config.vocab_size
-    n = x.shape[-2]
-
-    def step(carry: tuple[jax.Array, jax.Array], start: jax.Array) -> tuple[tuple[jax.Array, jax.Array], None]:
-        best, arg = carry
-        ids = _chunk_ids(start, chunk, vocab)
-        cand = model._apply(ids, n, method="candidates")  # (T, C, n, d)
-        dots = jnp.einsum("bid,tcid->tbci", x, cand, precision=jax.lax.Precision.HIGHEST)
-        # ||x - c||^2 - ||x||^2 for every type, then keep each position's own type.
-        score = jnp.sum(cand * cand, -1)[:, None] - 2 * dots  # (T, B, C, n)
-        score = jnp.take_along_axis(score, types[None, :, None, :], axis=0)[0]  # (B, C, n)
-        score = jnp.where(allowed[ids][None, :, None], score, jnp.inf)
-        low, where = score.min(1), ids[score.argmin(1)]
-        better = low < best
-        return (jnp.where(better, low, best), jnp.where(better, where, arg)), None
-
-    init = (jnp.full(x.shape[:2], jnp.inf, x.dtype), jnp.zeros(x.shape[:2], jnp.int32))
-    return jax.lax.scan(step, init, _vocab_chunks(vocab, chunk))[0][1]
-
 
 jax.tree_util.register_dataclass(Bert)
 
@@ -586,9 +328,38 @@ def load_bert(
     tokenizer: Any = "auto",
 ) -> Bert:
     """A :class:`Bert` from an HF BERT checkpoint directory (see :func:`manifold_jax.models.load`)."""
+    check_task(task, "BERT")
+    return bert_from_checkpoint(
+        directory, BertConfig.from_hf(hf_config, num_labels), task, BERT_NAMES,
+        tied=("cls.predictions.decoder.weight",
+              ("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
+        what=f"BERT ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key, max_length=max_length,
+        tokenizer=tokenizer,
+    )
+
+
+def check_task(task: str, family: str) -> None:
+    """Refuse a task the BERT-family ports do not have, listing the ones they do."""
     if task not in TASKS:
-        raise UnsupportedModelError(f"unknown task {task!r} for BERT; supported: {', '.join(TASKS)}")
-    config = BertConfig.from_hf(hf_config, num_labels)
+        raise UnsupportedModelError(f"unknown task {task!r} for {family}; supported: {', '.join(TASKS)}")
+
+
+def bert_from_checkpoint(
+    directory: str,
+    config: BertConfig,
+    task: Task,
+    names: NameTable,
+    *,
+    tied: tuple[str, tuple[str, ...]],
+    what: str,
+    dtype: Any = jnp.float32,
+    init_missing_head: bool = False,
+    key: jax.Array | None = None,
+    max_length: int | None = None,
+    tokenizer: Any = "auto",
+) -> Bert:
+    """A :class:`Bert` of any BERT-family checkpoint: its config, its name table, and the names of
+    its MLM decoder weight and of the word table it must be tied to (``tied``)."""
     module = BertModule(config, task)
     dummy = (jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32))
 
@@ -596,36 +367,20 @@ def load_bert(
         return module.init(k, *dummy, method=BertModule.init_all)["params"]
 
     weights = read_checkpoint(directory)
-    _check_tied_decoder(weights)
-    params = load_params(
-        weights, BERT_NAMES, init, key=key, init_missing_head=init_missing_head, dtype=dtype, what=f"BERT ({task})"
-    )
+    check_tied_decoder(weights, *tied)
+    params = load_params(weights, names, init, key=key, init_missing_head=init_missing_head, dtype=dtype, what=what)
     if tokenizer == "auto":
-        tokenizer = _load_tokenizer(directory)
+        tokenizer = load_tokenizer(directory)
     return Bert(params, config, task, tokenizer, max_length)
 
 
-def _check_tied_decoder(weights: dict[str, np.ndarray]) -> None:
-    """Our MLM decoder is tied to the word embeddings: refuse an untied checkpoint."""
-    decoder = weights.get("cls.predictions.decoder.weight")
+def check_tied_decoder(weights: dict[str, np.ndarray], decoder_name: str, word_names: tuple[str, ...]) -> None:
+    """Our MLM decoder is tied to the word embeddings: refuse a checkpoint whose decoder differs."""
+    decoder = weights.get(decoder_name)
     if decoder is None:
         return
-    word = weights.get("bert.embeddings.word_embeddings.weight", weights.get("embeddings.word_embeddings.weight"))
+    word = next((weights[n] for n in word_names if n in weights), None)
     if word is not None and (decoder.shape != word.shape or not np.array_equal(decoder, word)):
         raise UnsupportedModelError(
-            "cls.predictions.decoder.weight differs from bert.embeddings.word_embeddings.weight: "
-            "untied MLM decoders are not supported"
+            f"{decoder_name} differs from {word_names[0]}: untied MLM decoders are not supported"
         )
-
-
-def _load_tokenizer(directory: str) -> Any:
-    """The tokenizer stored beside the weights, or None when the directory has none."""
-    import os
-
-    from transformers import AutoTokenizer
-
-    names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
-    if not any(os.path.isfile(os.path.join(directory, n)) for n in names):
-        return None
-    return AutoTokenizer.from_pretrained(directory)
-

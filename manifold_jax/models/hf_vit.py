@@ -17,6 +17,7 @@ images must already have the config's ``image_size``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ def _layer_rules(saved: str, module: str, fx: str, norm: bool = False) -> tuple[
     make = norm_rules if norm else dense_rules
     canonical = make(f"encoder.layer.{{i}}.{saved}", f"encoder/layers_{{i}}/{fx}")
     alias = make(f"layers.{{i}}.{module}", f"encoder/layers_{{i}}/{fx}")
-    return tuple(Rule((*a.hf_names, *b.hf_names), a.flax, a.transform) for a, b in zip(canonical, alias))
+    return tuple(Rule((*a.hf_names, *b.hf_names), a.flax, a.transform) for a, b in zip(canonical, alias, strict=True))
 
 
 HF_VIT_NAMES = NameTable(
@@ -69,6 +70,23 @@ HF_VIT_NAMES = NameTable(
     heads=frozenset({"classifier", "pooler"}),  # pooler: ViTModel's, unused by the classifier
 )
 """HF ViT parameter names -> flax paths of :class:`~manifold_jax.models.vit.ViTModule`."""
+
+DEIT_MODEL_TYPE = "deit"
+
+DEIT_NAMES = NameTable(
+    rules=(
+        Rule("embeddings.distillation_token", "distillation_token", "squeeze"),
+        *(r for r in HF_VIT_NAMES.rules if r.hf_names[0] != "classifier.weight" and r.hf_names[0] != "classifier.bias"),
+        # DeiTForImageClassification: "classifier"; ...WithTeacher: "cls_classifier" + "distillation_classifier"
+        Rule(("classifier.weight", "cls_classifier.weight"), "classifier/kernel", "transpose"),
+        Rule(("classifier.bias", "cls_classifier.bias"), "classifier/bias"),
+        *dense_rules("distillation_classifier", "distillation_classifier"),
+    ),
+    prefixes=("deit.",),
+    ignore=HF_VIT_NAMES.ignore,
+    heads=frozenset({"classifier", "distillation_classifier", "pooler"}),
+)
+"""HF DeiT parameter names -> flax paths: ViT's, plus the distillation token and head."""
 
 
 def _side(value: Any, what: str) -> int:
@@ -158,5 +176,37 @@ def load_hf_vit(
         init_missing_head=init_missing_head,
         dtype=dtype,
         what=f"HF ViT ({task})",
+    )
+    return ViT(params, config, task)
+
+
+def load_hf_deit(
+    directory: str,
+    hf_config: Any,
+    task: Task = "classification",
+    *,
+    dtype: Any = jnp.float32,
+    init_missing_head: bool = False,
+    num_labels: int | None = None,
+    key: jax.Array | None = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+) -> ViT:
+    """A :class:`ViT` with DeiT's distillation token from an HF DeiT checkpoint directory.
+
+    ``DeiTForImageClassificationWithTeacher`` (weights ``cls_classifier`` and
+    ``distillation_classifier``) predicts the mean of its two heads, as HF does at inference;
+    ``DeiTForImageClassification`` (``classifier``) reads the CLS token only."""
+    check_task(task)
+    mean, std = read_normalisation(directory) or (HF_VIT_MEAN, HF_VIT_STD)
+    base = config_from_hf(
+        hf_config, mean if image_mean is None else image_mean, std if image_std is None else image_std, num_labels
+    )
+    weights = read_checkpoint(directory)
+    teacher = any(name.endswith("distillation_classifier.weight") for name in weights)
+    config = dataclasses.replace(base, distillation_token=True, distillation_head=teacher)
+    params = load_params(
+        weights, DEIT_NAMES, vit_init(config, task), key=key, init_missing_head=init_missing_head, dtype=dtype,
+        what=f"DeiT ({task})",
     )
     return ViT(params, config, task)

@@ -2,12 +2,12 @@
 
 ``path_or_id`` may also be the name of an embedded model (``"mnist-vit"``,
 ``"minilm-topics"``: :mod:`manifold_jax.models.embedded`), which loads from the package
-without touching the network. The architecture is read from ``config.json``: our own
-ViT (``model_type`` "manifold_vit") through :class:`~manifold_jax.models.vit.ViTConfig`,
-our sentence classifier ("manifold_sentence_classifier") through
-:func:`~manifold_jax.models.sentence.load_sentence_classifier`, everything else
-through ``transformers.AutoConfig.from_pretrained(directory)``. Weights come from
-``model.safetensors`` (or ``pytorch_model.bin`` when torch is importable) and are
+without touching the network. The architecture is read from ``config.json``'s
+``model_type`` and dispatched through the registry (:mod:`manifold_jax.models.registry`):
+BERT, RoBERTa, DistilBERT, GPT-2, HF ViT and DeiT through
+``transformers.AutoConfig.from_pretrained(directory)``, our own ViT ("manifold_vit") and
+sentence classifier ("manifold_sentence_classifier") from their own configs. Weights come
+from ``model.safetensors`` (or ``pytorch_model.bin`` when torch is importable) and are
 mapped onto the flax params by each port's declarative name table.
 """
 
@@ -15,45 +15,74 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from .base import Task
 from .bert import Bert, load_bert
+from .distilbert import MODEL_TYPE as DISTILBERT
+from .distilbert import load_distilbert
 from .embedded import embedded_path, is_embedded, unknown_name_message
 from .errors import UnsupportedModelError
-from .hf_vit import load_hf_vit
-from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE, SentenceClassifier, load_sentence_classifier
-from .vit import MODEL_TYPE as MANIFOLD_VIT, ViT, load_manifold_vit
+from .gpt2 import GPT2, load_gpt2
+from .gpt2 import MODEL_TYPE as GPT2_TYPE
+from .gpt2 import TASKS as GPT2_TASKS
+from .hf_vit import DEIT_MODEL_TYPE, load_hf_deit, load_hf_vit
+from .registry import FAMILIES, HEAD_OPTIONS, Family, family, register
+from .roberta import MODEL_TYPE as ROBERTA
+from .roberta import load_roberta
+from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE
+from .sentence import SentenceClassifier, load_sentence_classifier
+from .vit import MODEL_TYPE as MANIFOLD_VIT
+from .vit import ViT, load_manifold_vit
 
-Model = Bert | ViT | SentenceClassifier
+Model = Bert | ViT | SentenceClassifier | GPT2
+
+_TEXT_OPTIONS = frozenset(HEAD_OPTIONS | {"max_length"})
+_IMAGE_OPTIONS = frozenset(HEAD_OPTIONS | {"image_mean", "image_std"})
+_BERT_TASKS = ("classification", "mlm", "encoder")
+_VIT_TASKS = ("classification", "encoder")
 
 
-def _bert(directory: str, cfg: Any, task: Task, opts: dict[str, Any]) -> Model:
-    return load_bert(directory, cfg, task, max_length=opts.pop("max_length"), **_common(opts))
+def _hf(directory: str) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(directory)
 
 
-def _hf_vit(directory: str, cfg: Any, task: Task, opts: dict[str, Any]) -> Model:
-    return load_hf_vit(
-        directory, cfg, task, image_mean=opts.pop("image_mean"), image_std=opts.pop("image_std"), **_common(opts)
+def _sentence(directory: str, task: str, opts: dict[str, Any]) -> Model:
+    def load_encoder(path: str) -> Bert:
+        model = load(path, task="encoder", dtype=opts["dtype"], max_length=opts.get("max_length"))
+        if not isinstance(model, Bert):
+            raise TypeError(f"the encoder of a sentence classifier must be a BERT-family model, {path} is not")
+        return model
+
+    return load_sentence_classifier(
+        directory, dtype=opts["dtype"], max_length=opts.get("max_length"), load_encoder=load_encoder
     )
 
 
-def _common(opts: dict[str, Any]) -> dict[str, Any]:
-    keys = ("dtype", "init_missing_head", "num_labels", "key")
-    return {k: opts[k] for k in keys}
+for _family in (
+    Family("bert", "BERT", "text", _BERT_TASKS, _TEXT_OPTIONS, lambda d, t, o: load_bert(d, _hf(d), t, **o)),
+    Family(ROBERTA, "RoBERTa", "text", _BERT_TASKS, _TEXT_OPTIONS, lambda d, t, o: load_roberta(d, _hf(d), t, **o)),
+    Family(DISTILBERT, "DistilBERT", "text", _BERT_TASKS, _TEXT_OPTIONS,
+           lambda d, t, o: load_distilbert(d, _hf(d), t, **o)),
+    Family(GPT2_TYPE, "GPT-2", "text", GPT2_TASKS, frozenset({"max_length", "top_k"}),
+           lambda d, t, o: load_gpt2(d, _hf(d), t, **o), study_task="lm-top5"),
+    Family("vit", "HF ViT", "image", _VIT_TASKS, _IMAGE_OPTIONS, lambda d, t, o: load_hf_vit(d, _hf(d), t, **o)),
+    Family(DEIT_MODEL_TYPE, "DeiT", "image", _VIT_TASKS, _IMAGE_OPTIONS,
+           lambda d, t, o: load_hf_deit(d, _hf(d), t, **o)),
+    Family(MANIFOLD_VIT, "manifold-jax ViT", "image", _VIT_TASKS, HEAD_OPTIONS,
+           lambda d, t, o: load_manifold_vit(d, t, **o), hf_config=False),
+    Family(MANIFOLD_SENTENCE, "sentence classifier", "text", ("classification",), frozenset({"max_length"}),
+           _sentence, hf_config=False),
+):
+    register(_family)
 
-
-LOADERS: dict[str, Callable[[str, Any, Task, dict[str, Any]], Model]] = {
-    "bert": _bert,
-    "vit": _hf_vit,
-}
-"""transformers ``model_type`` -> loader. Our own ViT ("manifold_vit") is handled apart."""
-
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = (*LOADERS, MANIFOLD_VIT, MANIFOLD_SENTENCE)
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
+"""Every model_type ``load`` dispatches on."""
 
 
 def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> str:
@@ -62,7 +91,7 @@ def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> 
     snapshot downloaded by ``huggingface_hub`` (needs a reachable hub). Embedded names win
     over a local directory of the same name (write ``./mnist-vit`` for that one)."""
     if is_embedded(path_or_id):
-        return str(embedded_path(path_or_id))
+        return str(embedded_path(os.fspath(path_or_id)))
     path = os.fspath(path_or_id)
     if os.path.isdir(path):
         return path
@@ -83,9 +112,35 @@ def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> 
         ) from err
 
 
+def read_model_type(directory: str) -> str:
+    """config.json's ``model_type`` in ``directory`` (errors name the file)."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"no config.json in {directory}")
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{config_path}: not readable ({err})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type is None:
+        raise UnsupportedModelError(
+            f"{config_path} names no model_type; supported: {', '.join(FAMILIES)}"
+        )
+    return model_type
+
+
+def family_of(path_or_id: str | os.PathLike[str], revision: str | None = None) -> Family:
+    """The registered :class:`~manifold_jax.models.registry.Family` of a checkpoint (its config.json only)."""
+    directory = resolve(path_or_id, revision)
+    return family(read_model_type(directory), os.path.join(directory, "config.json"))
+
+
 def load(
     path_or_id: str | os.PathLike[str],
-    task: Task = "classification",
+    task: str | None = None,
     *,
     dtype: Any = jnp.float32,
     init_missing_head: bool = False,
@@ -94,52 +149,48 @@ def load(
     max_length: int | None = None,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
+    top_k: int | None = None,
     revision: str | None = None,
 ) -> Model:
-    """Load a checkpoint as an explorable model (:class:`Bert`, :class:`ViT` or :class:`SentenceClassifier`).
+    """Load a checkpoint as an explorable model (:class:`Bert`, :class:`GPT2`, :class:`ViT` or
+    :class:`SentenceClassifier`).
 
     Args:
         path_or_id: an embedded model name ("mnist-vit", "minilm-topics"), a local
             directory (config.json + weights [+ tokenizer]) or a hub id.
-        task: "classification", "mlm" (BERT) or "encoder".
+        task: the family's default when None ("classification"; "lm" for GPT-2), or
+            "classification", "mlm" (BERT family), "encoder", "lm" (GPT-2: next-token logits),
+            "lm-top5" (GPT-2 with a frozen top-5 head, what studies use).
         dtype: parameter dtype (float64 needs ``jax_enable_x64``).
         init_missing_head: initialise a task head the checkpoint lacks (e.g. a classifier
             on an encoder-only checkpoint) at random, with a warning naming the weights;
             needs ``key`` (and ``num_labels``, else the config's). Otherwise it raises.
         num_labels: number of classes of the classification head (default: the config's).
         key: ``jax.random`` key for ``init_missing_head``.
-        max_length: BERT, sentence classifier: pad every batch to this length (default: the longest text).
-        image_mean, image_std: HF ViT: the normalisation applied to [0, 1] pixels
+        max_length: text models: pad every batch to this length (default: the longest text).
+        image_mean, image_std: HF ViT / DeiT: the normalisation applied to [0, 1] pixels
             (default: the checkpoint's preprocessor_config.json, else 0.5 / 0.5).
+        top_k: GPT-2: keep the logits of the k most likely next tokens at x0, frozen
+            (default: the full vocabulary).
         revision: hub revision (hub ids only).
 
     Raises:
-        UnsupportedModelError: unknown model_type or task (the message lists the supported ones).
+        UnsupportedModelError: unknown model_type or task (the message lists the supported
+            ones), or an option the family does not take (the message names both).
         UnexpectedWeightsError, MissingWeightsError, MissingHeadError, ShapeMismatchError:
             the weights do not fit the config (the message names them).
     """
     directory = resolve(path_or_id, revision)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"no config.json in {directory}")
-    with open(config_path) as f:
-        model_type = json.load(f).get("model_type")
-    common = dict(dtype=dtype, init_missing_head=init_missing_head, num_labels=num_labels, key=key)
-    if model_type == MANIFOLD_VIT:
-        return load_manifold_vit(directory, task, **common)
-    if model_type == MANIFOLD_SENTENCE:
-        if task != "classification":
-            raise UnsupportedModelError(
-                f"unknown task {task!r} for a sentence classifier; supported: classification"
-            )
-        return load_sentence_classifier(directory, dtype=dtype, max_length=max_length)
-    loader = LOADERS.get(model_type)
-    if loader is None:
-        raise UnsupportedModelError(
-            f"unsupported model_type {model_type!r} in {config_path}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+    fam = family(read_model_type(directory), os.path.join(directory, "config.json"))
+    given = {
+        name: value
+        for name, value in (
+            ("init_missing_head", init_missing_head or None), ("num_labels", num_labels), ("key", key),
+            ("max_length", max_length), ("image_mean", image_mean), ("image_std", image_std), ("top_k", top_k),
         )
-    from transformers import AutoConfig
-
-    hf_config = AutoConfig.from_pretrained(directory)
-    opts = dict(common, max_length=max_length, image_mean=image_mean, image_std=image_std)
-    return loader(directory, hf_config, task, opts)
+        if value is not None
+    }
+    task = fam.default_task if task is None else task
+    fam.check(task, given)
+    options = {name: given.get(name, False if name == "init_missing_head" else None) for name in fam.options}
+    return fam.loader(directory, task, {"dtype": dtype, **options})

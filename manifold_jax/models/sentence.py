@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,7 +38,7 @@ import numpy as np
 from manifold_jax._xla import jit
 
 from .base import BoundsKind, Context, Task
-from .bert import Bert
+from .bert import Bert, load_bert
 from .errors import ShapeMismatchError, UnsupportedModelError, WeightsNotFoundError
 
 MODEL_TYPE = "manifold_sentence_classifier"
@@ -78,9 +79,10 @@ def minilm_path() -> str:
 
 def load_minilm_encoder(dtype: Any = jnp.float32, max_length: int | None = None) -> Bert:
     """MiniLM-L6 as a :class:`Bert` of task "encoder" (with its tokenizer), from the package."""
-    from .loading import load
+    from transformers import AutoConfig
 
-    return load(minilm_path(), task="encoder", dtype=dtype, max_length=max_length)
+    path = minilm_path()
+    return load_bert(path, AutoConfig.from_pretrained(path), "encoder", dtype=dtype, max_length=max_length)
 
 
 def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -248,6 +250,7 @@ def load_sentence_classifier(
     dtype: Any = jnp.float32,
     max_length: int | None = None,
     encoder: Bert | str | os.PathLike[str] | None = None,
+    load_encoder: Callable[[str], Bert] | None = None,
 ) -> SentenceClassifier:
     """A :class:`SentenceClassifier` saved by :meth:`SentenceClassifier.save`.
 
@@ -255,11 +258,11 @@ def load_sentence_classifier(
     installed package (:func:`minilm_path`), anything else is handed to
     :func:`~manifold_jax.models.load` (a directory, relative to ``directory`` when it
     is not absolute, or a hub id). ``encoder`` overrides it (a loaded :class:`Bert` or a
-    path). ``max_length``: pad every batch to this length.
+    path). ``max_length``: pad every batch to this length. ``load_encoder(path)`` loads an
+    encoder that is not MiniLM (``models.load`` passes itself; the default reads a BERT
+    checkpoint directory).
     """
     from safetensors.numpy import load_file
-
-    from .loading import load
 
     directory = os.fspath(directory)
     with open(os.path.join(directory, "config.json")) as f:
@@ -276,11 +279,17 @@ def load_sentence_classifier(
     if isinstance(encoder, Bert):
         bert = encoder
     elif os.fspath(encoder) == MINILM:
-        bert = load(minilm_path(), task="encoder", dtype=dtype, max_length=max_length)
+        bert = load_minilm_encoder(dtype, max_length)
     else:
         where = os.fspath(encoder)
         local = os.path.join(directory, where)
-        bert = load(local if os.path.isdir(local) else where, task="encoder", dtype=dtype, max_length=max_length)
+        target = local if os.path.isdir(local) else where
+        if load_encoder is None:
+            from transformers import AutoConfig
+
+            bert = load_bert(target, AutoConfig.from_pretrained(target), "encoder", dtype=dtype, max_length=max_length)
+        else:
+            bert = load_encoder(target)
     for name in ("classifier.weight", "classifier.bias"):
         if name not in weights:
             raise WeightsNotFoundError(f"{head_path} lacks {name}")

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import flax.linen as nn
 import jax
@@ -67,8 +67,12 @@ class ViTConfig:
     image_std: tuple[float, ...] = (1.0,)
     id2label: tuple[str, ...] = ()
     init_std: float = 0.02
+    distillation_token: bool = False
+    distillation_head: bool = False
 
     def __post_init__(self) -> None:
+        if self.distillation_head and not self.distillation_token:
+            raise ValueError("distillation_head needs distillation_token")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         for name in ("image_mean", "image_std"):
@@ -81,7 +85,7 @@ class ViTConfig:
         if any(s <= 0 for s in self.image_std):
             raise ValueError(f"image_std must be positive, got {self.image_std}")
         object.__setattr__(self, "id2label", tuple(str(v) for v in self.id2label))
-        self.encoder  # validates heads / activation
+        _ = self.encoder  # validates heads / activation
 
     @property
     def grid(self) -> int:
@@ -91,6 +95,11 @@ class ViTConfig:
     @property
     def num_patches(self) -> int:
         return self.grid**2
+
+    @property
+    def num_prefix(self) -> int:
+        """Tokens before the patches: CLS (and DeiT's distillation token)."""
+        return 2 if self.distillation_token else 1
 
     @property
     def patch_dim(self) -> int:
@@ -125,7 +134,8 @@ class ViTConfig:
         unknown = sorted(set(d) - known - {"model_type", "task"})
         if unknown:
             raise ValueError(f"unknown ViT config field(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**fields)
 
 
 MNIST_VIT = ViTConfig()
@@ -180,18 +190,29 @@ class ViTModule(nn.Module):
         init = nn.initializers.normal(c.init_std)
         self.patch_embed = dense(c.hidden_size, c.init_std, use_bias=c.patch_bias)
         self.cls_token = self.param("cls_token", init, (c.hidden_size,))
-        self.position = self.param("position", init, (c.num_patches + 1, c.hidden_size))
+        if c.distillation_token:
+            self.distillation_token = self.param("distillation_token", init, (c.hidden_size,))
+        self.position = self.param("position", init, (c.num_patches + c.num_prefix, c.hidden_size))
         self.encoder = Encoder(c.encoder)
         if c.final_norm:
             self.norm = LayerNorm(c.layer_norm_eps)
         if self.task == "classification":
             self.classifier = dense(c.num_classes, c.init_std)
+            if c.distillation_head:
+                self.distillation_classifier = dense(c.num_classes, c.init_std)
+
+    def prefix(self) -> jax.Array:
+        """The learned tokens before the patches (num_prefix, d): CLS (, distillation)."""
+        if self.config.distillation_token:
+            return jnp.stack([self.cls_token, self.distillation_token])
+        return self.cls_token[None]
 
     def embed(self, patches: jax.Array) -> jax.Array:
-        """Normalised patches (..., N, P) -> x0 (..., N+1, d) = [CLS; patches @ W (+ b)] + pos."""
+        """Normalised patches (..., N, P) -> x0 (..., N+q, d) = [CLS (; DIST); patches @ W (+ b)] + pos."""
         tokens = self.patch_embed(patches)
-        cls = jnp.broadcast_to(self.cls_token, (*tokens.shape[:-2], 1, tokens.shape[-1]))
-        return jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=-2) + self.position
+        prefix = self.prefix()
+        lead = jnp.broadcast_to(prefix, (*tokens.shape[:-2], *prefix.shape))
+        return jnp.concatenate([lead.astype(tokens.dtype), tokens], axis=-2) + self.position
 
     def encode(self, x: jax.Array, rows: jax.Array | None = None) -> jax.Array:
         """x (..., n, d) -> final hidden state (..., n, d) after the final LayerNorm, or only
@@ -200,9 +221,13 @@ class ViTModule(nn.Module):
         return self.norm(h) if self.config.final_norm else h
 
     def forward(self, x: jax.Array) -> jax.Array:
-        """Logits (..., num_classes) from the CLS token, or the hidden state for task "encoder"."""
+        """Logits (..., num_classes) from the CLS token (DeiT with teacher: the mean of the CLS and
+        distillation heads), or the hidden state for task "encoder"."""
         if self.task != "classification":
             return self.encode(x)
+        if self.config.distillation_head:
+            h = self.encode(x, jnp.arange(2, dtype=jnp.int32))
+            return (self.classifier(h[..., 0, :]) + self.distillation_classifier(h[..., 1, :])) / 2
         return self.classifier(self.encode(x, jnp.zeros((1,), jnp.int32))[..., 0, :])
 
     def init_all(self, patches: jax.Array) -> jax.Array:
@@ -252,7 +277,7 @@ class ViT:
         return ViTModule(self.config, self.task)
 
     def _apply(self, *args: Any, method: str) -> jax.Array:
-        return self.module.apply({"params": self.params}, *args, method=getattr(ViTModule, method))
+        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(ViTModule, method)))
 
     @property
     def dtype(self) -> Any:
@@ -276,7 +301,7 @@ class ViT:
         token_mask is False at CLS and True at every patch. Pure jnp: works under jit."""
         images = _as_images(inputs, self.config, self.dtype)
         x0 = self._apply(patchify(self.normalise(images), self.config.patch_size), method="embed")
-        mask = jnp.arange(self.config.num_patches + 1) > 0
+        mask = jnp.arange(self.config.num_patches + self.config.num_prefix) >= self.config.num_prefix
         return x0, {"pixels": images, "token_mask": jnp.broadcast_to(mask, x0.shape[:2])}
 
     def head(self, x: jax.Array, ctx: Context) -> jax.Array:
@@ -305,7 +330,8 @@ class ViT:
     def _patch_inverse(self, x: jax.Array) -> jax.Array:
         """(B, N+1, d) -> normalised patches (B, N, P) by the pseudo-inverse of W."""
         embed = self.params["patch_embed"]
-        e = x[..., 1:, :] - self.params["position"][1:]
+        q = self.config.num_prefix
+        e = x[..., q:, :] - self.params["position"][q:]
         if "bias" in embed:
             e = e - embed["bias"]
         return e @ jnp.linalg.pinv(embed["kernel"])
@@ -355,7 +381,8 @@ def _decode_jit(model: ViT, x: jax.Array, pixels: jax.Array, token_mask: jax.Arr
     c = model.config
     images = unpatchify(model._patch_inverse(x), c.image_size, c.patch_size, c.num_channels)
     images = images * jnp.asarray(c.image_std, x.dtype) + jnp.asarray(c.image_mean, x.dtype)
-    per_patch = jnp.broadcast_to(token_mask[:, 1:, None], (*token_mask.shape[:1], c.num_patches, c.patch_dim))
+    per_patch = jnp.broadcast_to(token_mask[:, c.num_prefix :, None],
+                                 (*token_mask.shape[:1], c.num_patches, c.patch_dim))
     replace = unpatchify(per_patch, c.image_size, c.patch_size, c.num_channels)
     return jnp.clip(jnp.where(replace, images, pixels.astype(x.dtype)), 0.0, 1.0)
 
@@ -373,8 +400,9 @@ def _theoretical_box_jit(model: ViT) -> tuple[jax.Array, jax.Array]:
     if "bias" in model.params["patch_embed"]:
         hi, lo = hi + model.params["patch_embed"]["bias"], lo + model.params["patch_embed"]["bias"]
     pos = model.params["position"]
-    cls = (model.params["cls_token"] + pos[0])[None]
-    return jnp.concatenate([cls, lo + pos[1:]]), jnp.concatenate([cls, hi + pos[1:]])
+    q = c.num_prefix
+    prefix = model._apply(method="prefix") + pos[:q]
+    return jnp.concatenate([prefix, lo + pos[q:]]), jnp.concatenate([prefix, hi + pos[q:]])
 
 
 jax.tree_util.register_dataclass(ViT)
@@ -427,7 +455,7 @@ class PixelViT:
         return x0, {"token_mask": jnp.ones(x0.shape[:2], bool)}
 
     def embeddings(self, patches: jax.Array) -> jax.Array:
-        """Pixel patches (..., N, p*p*C) -> the ViT's embeddings (..., N+1, d): normalisation,
+        """Pixel patches (..., N, p*p*C) -> the ViT's embeddings (..., N + prefix, d): normalisation,
         patch embedding, CLS and positions (the part of the map pixel space adds)."""
         c = self.config
         channel = np.arange(c.patch_dim) % c.num_channels  # patches are flattened (p, p, C)
@@ -496,7 +524,7 @@ def _own_names(config: ViTConfig) -> NameTable:
     of the classification model (the superset of every task)."""
     shapes = jax.eval_shape(vit_init(config, "classification"), jax.random.key(0))
     rules = tuple(Rule(p.replace("/", "."), p) for p in flatten(shapes))
-    return NameTable(rules=rules, heads=frozenset({"classifier"}))
+    return NameTable(rules=rules, heads=frozenset({"classifier", "distillation_classifier"}))
 
 
 def load_manifold_vit(

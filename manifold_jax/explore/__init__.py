@@ -1,0 +1,73 @@
+"""SiMEC and SiMExp: walks through the input space along null or visible metric directions.
+
+An exploration integrates x' = h v(x) from x0, with v a unit direction of the pullback
+metric (geometry.py): SiMEC (Algorithm 1 of arXiv 2410.06019) moves along directions the
+model cannot see and stays in the equivalence class of x0; SiMExp (Algorithm 2) moves
+along directions it can see and leaves it. By default the step is the paper's, as the
+authors' code runs it; the options of :mod:`~manifold_jax.explore.options` turn it into
+numerical continuation (a corrector back onto the level set, coherent directions,
+arc-length and adaptive steps, the box as an active set, targets, goals, stop events).
+
+Modules: ``options`` (the frozen configuration), ``problem`` (one checked, batched
+problem and the explicit state), ``iteration`` (one pure step of one item), ``loop`` (the
+compiled, chunked, vmapped loop and the Trajectory it returns).
+"""
+
+from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
+from manifold_jax.explore.loop import RECORD_FIELDS, Trajectory, explore, in_slices, simec, simexp, slice_size
+from manifold_jax.explore.options import (
+    ALGORITHMS,
+    AUTO_BATCH_ROWS,
+    BOX_POLICIES,
+    DIRECTIONS,
+    NULL_DIRECTIONS,
+    STEP_RULES,
+    Absolute,
+    Adaptive,
+    Coherent,
+    Distance,
+    ExploreConfig,
+    Fixed,
+    Flip,
+    Newton,
+    ProbabilityLevel,
+    Relative,
+)
+from manifold_jax.explore.problem import ExplorationState, Problem, init_state, prepare, prepare_problem
+
+__all__ = [
+    "ALGORITHMS",
+    "AUTO_BATCH_ROWS",
+    "BOX_POLICIES",
+    "DIRECTIONS",
+    "NONFINITE",
+    "NULL_DIRECTIONS",
+    "RECORD_FIELDS",
+    "REJECTED",
+    "STALLED",
+    "STEP_RULES",
+    "STOPPED",
+    "UNCONVERGED",
+    "Absolute",
+    "Adaptive",
+    "Coherent",
+    "Distance",
+    "ExplorationState",
+    "ExploreConfig",
+    "Fixed",
+    "Flip",
+    "Newton",
+    "ProbabilityLevel",
+    "Problem",
+    "Relative",
+    "Trajectory",
+    "explore",
+    "in_slices",
+    "init_state",
+    "prepare",
+    "prepare_problem",
+    "simec",
+    "simexp",
+    "slice_size",
+    "step",
+]
