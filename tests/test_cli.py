@@ -129,7 +129,7 @@ def test_resume_refuses_what_would_change_the_study(tmp_path: Path, capsys: pyte
     spec = StudySpec(model="m", inputs=(MnistImage(1),), steps=100, options={"save_every": 10})
     (study / "spec.json").write_text(spec.to_json())
     for flags in (["--eta", "3"], ["--model", "mnist-vit"], ["--out", str(tmp_path / "x")], ["--mnist", "2"],
-                  ["--option", "mode=rev"]):
+                  ["--option", "mode=rev"], ["--space", "pixels"]):
         _fails(["explore", "--resume", str(study), *flags], capsys,
                f"continues the study as its spec.json says; {flags[0]} cannot change it")
     _fails(["explore", "--resume", str(study), "--steps", "50"], capsys,

@@ -85,6 +85,19 @@ def test_a_format_1_spec_json_still_reads() -> None:
     spec = StudySpec.from_json(json.dumps(old))
     assert spec.inputs == (MnistImage(3), MnistImage(1502))
     assert spec.eta == 10.0 and spec.save_every == 20 and spec.options["threshold"] == 1e-4
+    assert spec.space == "embeddings"  # written before pixel space: the paper's embeddings
+
+
+def test_the_space_is_validated_and_kept_in_spec_json() -> None:
+    """space: "embeddings" (default) or "pixels"; spec.json keeps it, and a spec.json without it reads as the
+    embeddings (every study before pixel space explored those)."""
+    with pytest.raises(ValueError, match="space='voxels' is not supported; expected one of embeddings, pixels"):
+        StudySpec(model="m", inputs=(MnistImage(3),), space="voxels")
+    spec = StudySpec(model="m", inputs=(MnistImage(3),), space="pixels")
+    data = json.loads(spec.to_json())
+    assert data["space"] == "pixels" and StudySpec.from_json(spec.to_json()) == spec
+    del data["space"]
+    assert StudySpec.from_json(json.dumps(data)).space == "embeddings"
 
 
 def test_the_atomic_writer_never_leaves_a_half_file(tmp_path: Path) -> None:
