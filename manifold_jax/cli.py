@@ -421,12 +421,15 @@ def _demo(args: argparse.Namespace) -> None:
     # The text study measures outputs with the Fisher-Rao metric: for this confident
     # classifier a SiMExp step along a Euclidean-logit eigenvector often barely moves the
     # predicted distribution, while the Fisher metric ranks directions by how much they do.
+    # Each study also walks every input to its runner-up class along the minimum-norm input
+    # change (the counterfactual run: targeted SiMExp, stopped at the flip).
+    runs = ("simec", "simexp", "counterfactual")
     studies = {
         # pixel space: every explored point is an image the model classifies as the exploration says
         "images": StudySpec(model="mnist-vit", inputs=tuple(MnistImage(i) for i in DEMO_DIGITS), steps=args.steps,
-                            space="pixels", options=options),
+                            space="pixels", algorithms=runs, options=options),
         "text": StudySpec(model="minilm-topics", inputs=tuple(Text(t) for t in _demo_texts(demo_sentences())),
-                          steps=args.steps, options={**options, "output_metric": "fisher_rao"}),
+                          steps=args.steps, algorithms=runs, options={**options, "output_metric": "fisher_rao"}),
     }
     for name, spec in studies.items():
         print(f"== {name}: {spec.model}")

@@ -8,6 +8,8 @@
   map over the image patches or over the sentence's tokens.
 * :func:`sentence_figure`: sentences one per row, changed words highlighted, each beside
   its class probabilities (the verified real sentences of a text report).
+* :func:`counterfactual_figure`: an image beside its counterfactual (the end of a targeted
+  SiMExp path), their signed difference, and both predicted distributions.
 """
 
 from __future__ import annotations
@@ -127,6 +129,42 @@ def exploration_figure(
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def counterfactual_figure(
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    labels: Sequence[str],
+    original_image: np.ndarray,
+    counterfactual_image: np.ndarray,
+    original_logits: np.ndarray,
+    counterfactual_logits: np.ndarray,
+    target: int,
+    caption: str,
+) -> None:
+    """One input's counterfactual, saved as PNG: the original (H, W, C) and the image at the
+    path's end, their signed difference, and the two predicted distributions (logits (k,))."""
+    p0, p1 = _softmax(np.asarray(original_logits, np.float64)), _softmax(np.asarray(counterfactual_logits, np.float64))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.15, 1.6]})
+    c0, c1 = int(np.argmax(p0)), int(np.argmax(p1))
+    _show_image(axes[0], original_image, f"original\n{labels[c0]} ({p0[c0]:.2f})")
+    _show_image(axes[1], counterfactual_image, f"counterfactual (target {labels[target]})\n{labels[c1]} ({p1[c1]:.2f})")
+    shown = _show_difference(axes[2], counterfactual_image, original_image)
+    fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
+    ax = axes[3]
+    positions = np.arange(len(p0))
+    ax.bar(positions - 0.2, p0, width=0.4, color="0.6", label="original")
+    ax.bar(positions + 0.2, p1, width=0.4, color=_COLOURS[3], label="counterfactual")
+    ax.set_xticks(positions, [str(label) for label in labels], fontsize=7, rotation=0 if len(p0) <= 10 else 90)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=7)
+    ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -295,7 +295,7 @@ def _read_projection(path: Path, saved: list[int]) -> list[dict[str, Any]] | Non
 
 
 def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, list[dict[str, Any]]]) -> None:
-    from manifold_jax.plots import exploration_figure, importance_figure, sentence_figure
+    from manifold_jax.plots import counterfactual_figure, exploration_figure, importance_figure, sentence_figure
 
     files.path("figures").mkdir(parents=True, exist_ok=True)
     ctx = study.context
@@ -317,6 +317,17 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
                 decoded_images=None if raw is None else {
                     a: i.inputs[b] for a, i in study.interpretations.items() if a in walks},
             ))
+        counterfactual = study.trajectories.get(COUNTERFACTUAL)
+        decoded = study.interpretations.get(COUNTERFACTUAL)
+        if counterfactual is not None and decoded is not None and raw is not None:
+            files.write_with(f"figures/input{b:02d}_counterfactual.png", functools.partial(
+                counterfactual_figure, title=f"{name}: counterfactual", labels=labels, original_image=raw[b],
+                # the path's last saved point is where it stopped (a stopped item freezes); the
+                # probabilities shown are the model's own on the decoded image
+                counterfactual_image=decoded.inputs[b][-1], original_logits=counterfactual.y[b][0],
+                counterfactual_logits=decoded.logits[b][-1], target=int(study.inputs["target"][b]),
+                caption=_counterfactual_caption(counterfactual, b),
+            ))
         tokens = None
         if model is not None:
             tokens = model.tokenizer.convert_ids_to_tokens(ctx["input_ids"][b].tolist())
@@ -330,6 +341,15 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
                 sentence_figure, title=f"{name}: verified real sentences", labels=labels,
                 rows=_sentence_rows(projections, b, labels),
             ))
+
+
+def _counterfactual_caption(traj: Any, b: int) -> str:
+    """Where item b's counterfactual path stopped, and how far it moved the input."""
+    stop = int(np.asarray(traj.final.stop_iteration)[b])
+    moved = f"|x - x0| = {float(traj.distance[b][-1]):.3g}"
+    if stop < 0:
+        return f"no class change within {int(traj.iteration[-1])} iterations; {moved}"
+    return f"class changed at iteration {stop}; {moved}"
 
 
 def _sentence_rows(

@@ -26,12 +26,18 @@ def test_demo_keeps_predictions_with_simec_and_changes_rankings_with_simexp(tmp_
         changed = [e["simexp"]["ranking_inversions_total"] > 0 for e in inputs]
         assert sum(changed) >= 2, (study, changed)
         assert (tmp_path / study / "report.md").is_file()
-        # images: exploration and importance figures; text: also the verified sentences
-        assert len(list((tmp_path / study / "figures").glob("*.png"))) == (6 if study == "images" else 9)
+        # every input walked to its runner-up class, and the walk stopped where it got there
+        for entry in inputs:
+            path = entry["counterfactual"]["path"]
+            assert path["reached_target"] and path["stop_iteration"] >= 0, (study, entry["input"], path)
+            assert entry["counterfactual"]["final_class"] == path["target"], (study, entry["input"])
+        # exploration and importance figures; images: the counterfactual, text: the verified sentences
+        assert len(list((tmp_path / study / "figures").glob("*.png"))) == 9
     # the digits are explored in pixel space: every decoded image re-predicts as explored
     images = json.loads((tmp_path / "images" / "metrics.json").read_text())
     assert json.loads((tmp_path / "images" / "spec.json").read_text())["space"] == "pixels"
-    agreement = [e[a]["interpretation"]["prediction_agreement"] for e in images["inputs"] for a in ("simec", "simexp")]
+    agreement = [e[a]["interpretation"]["prediction_agreement"] for e in images["inputs"]
+                 for a in ("simec", "simexp", "counterfactual")]
     assert all(a == 1.0 for a in agreement)
     text = json.loads((tmp_path / "text" / "metrics.json").read_text())
     assert all("verified_agreement" in e["simexp"]["projection"] for e in text["inputs"])
