@@ -230,14 +230,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--rebuild", action="store_true", help="rebuild the report first even when report.html exists")
 
     d = sub.add_parser("demo", parents=[common],
-                       help="the README's main job: SiMEC and SiMExp on MNIST digits and sentences",
-                       description="Explore three MNIST digits with the embedded ViT and three sentences with the "
-                                   "embedded MiniLM topic classifier, then write a report folder.")
+                       help="the README's main job: SiMEC, SiMExp and counterfactuals on MNIST digits and sentences",
+                       description="Explore three MNIST digits (in pixel space) with the embedded ViT and three "
+                                   "sentences with the embedded MiniLM topic classifier: SiMEC, SiMExp, and a "
+                                   "counterfactual walk to each input's runner-up class; then write a report folder.")
     d.add_argument("--out", default="manifold-jax-demo", help="report folder (default ./manifold-jax-demo)")
     d.add_argument("--steps", type=int, default=1000, help="iterations per exploration (default 1000)")
     d.add_argument("--eta", type=float, default=10.0, help="step multiplier (default 10)")
     d.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--no-baseline", action="store_true", help="skip the gradient-plus-noise baseline")
 
     t = sub.add_parser("train", parents=[common],
                        help="train the embedded models (the MNIST ViT, the MiniLM topic head)",
@@ -427,9 +429,10 @@ def _demo(args: argparse.Namespace) -> None:
     studies = {
         # pixel space: every explored point is an image the model classifies as the exploration says
         "images": StudySpec(model="mnist-vit", inputs=tuple(MnistImage(i) for i in DEMO_DIGITS), steps=args.steps,
-                            space="pixels", algorithms=runs, options=options),
+                            space="pixels", algorithms=runs, baseline=not args.no_baseline, options=options),
         "text": StudySpec(model="minilm-topics", inputs=tuple(Text(t) for t in _demo_texts(demo_sentences())),
-                          steps=args.steps, algorithms=runs, options={**options, "output_metric": "fisher_rao"}),
+                          steps=args.steps, algorithms=runs, baseline=not args.no_baseline,
+                          options={**options, "output_metric": "fisher_rao"}),
     }
     for name, spec in studies.items():
         print(f"== {name}: {spec.model}")

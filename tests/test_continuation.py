@@ -323,10 +323,12 @@ def test_spectrum_pullback_and_step_compose_with_jit_vmap_and_grad() -> None:
                     direction="coherent")
     np.testing.assert_allclose(end.x, loop.final.x, rtol=1e-5, atol=1e-5)
     states = jax.vmap(lambda x, k: mj.init_state(x, k, f=f, args=(mask,)))(xs, jax.random.split(KEY, 2))
-    vm_state, _ = jax.vmap(lambda s: mj.step(f, s, cfg, args=(mask,)))(states)
+    # vmap and grad compiled (jit): op by op they dispatch every primitive of the step alone
+    vm_state, _ = jax.jit(jax.vmap(lambda s: mj.step(f, s, cfg, args=(mask,))))(states)
     one_state, _ = mj.step(f, jax.tree.map(lambda a: a[1], states), cfg, args=(mask,))
     np.testing.assert_allclose(vm_state.x[1], one_state.x, rtol=1e-5, atol=1e-6)
-    grad_x = jax.grad(lambda x: mj.step(f, mj.init_state(x, KEY, f=f, args=(mask,)), cfg, args=(mask,))[1]["y"][0])(x0)
+    grad_x = jax.jit(jax.grad(
+        lambda x: mj.step(f, mj.init_state(x, KEY, f=f, args=(mask,)), cfg, args=(mask,))[1]["y"][0]))(x0)
     np.testing.assert_allclose(grad_x, jax.grad(lambda x: f(x, mask)[0])(x0), rtol=1e-5, atol=1e-6)
 
 

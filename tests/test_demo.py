@@ -14,7 +14,9 @@ from manifold_jax.cli import main
 def test_demo_keeps_predictions_with_simec_and_changes_rankings_with_simexp(tmp_path: Path, full_size: bool) -> None:
     # CI size: a fifth of the iterations with a step three times longer (the demo's eta is 10)
     steps, eta = (1000, 10) if full_size else (200, 30)
-    main(["demo", "--out", str(tmp_path), "--steps", str(steps), "--eta", str(eta), "--quiet"])
+    # (and no baseline: tests/test_study.py checks it)
+    main(["demo", "--out", str(tmp_path), "--steps", str(steps), "--eta", str(eta), "--quiet",
+          *([] if full_size else ["--no-baseline"])])
     for study in ("images", "text"):
         metrics = json.loads((tmp_path / study / "metrics.json").read_text())
         inputs = metrics["inputs"]

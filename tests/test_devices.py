@@ -33,12 +33,12 @@ SCRIPT = textwrap.dedent('''
                          target=[int(np.argsort(y)[0]) for y in y0]),
     }
     for name, options in runs.items():
-        one = mj.explore(f, xs, key=jax.random.PRNGKey(0), steps=40, args=(masks,), save_every=4, **options)
-        many = mj.explore(f, xs, key=jax.random.PRNGKey(0), steps=40, args=(masks,), save_every=4, devices="all",
+        one = mj.explore(f, xs, key=jax.random.PRNGKey(0), steps=16, args=(masks,), save_every=4, **options)
+        many = mj.explore(f, xs, key=jax.random.PRNGKey(0), steps=16, args=(masks,), save_every=4, devices="all",
                           **options)
         assert many.x.shape == one.x.shape, (name, many.x.shape, one.x.shape)
         # the same per-item arithmetic, partitioned: equal to float32 rounding as it accumulates
-        # over 40 steps (each ~1e-7 relative, amplified by the corrector's J^+ by the Gram's
+        # over 16 steps (each ~1e-7 relative, amplified by the corrector's J^+ by the Gram's
         # condition, 10-100): 1e-4; a wrong partitioning (one item stepped from another's state)
         # moves points by O(eta) = 0.1-5
         np.testing.assert_allclose(many.x, one.x, rtol=0, atol=1e-4, err_msg=name)
