@@ -418,7 +418,9 @@ def _demo(args: argparse.Namespace) -> None:
         raise CliError(f"--out {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise CliError(f"--out {out} is not empty; pass --overwrite to replace it")
-    save_every = max(1, args.steps // 50)
+    save_every = max(1, args.steps // 50)  # about 50 saved points, at a divisor of the steps
+    while args.steps % save_every:
+        save_every -= 1
     options = {"eta": args.eta, "save_every": save_every, "chunk_size": max(save_every, 100)}
     # The text study measures outputs with the Fisher-Rao metric: for this confident
     # classifier a SiMExp step along a Euclidean-logit eigenvector often barely moves the

@@ -15,7 +15,9 @@ of 10. (Measured on these models: ~1e-5 or below.)
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +39,29 @@ def _positive(row: dict[str, Any], *keys: str) -> None:
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
 
 
-_REPORT: dict[str, tuple[dict[str, Any], Path]] = {}
-"""The quick report, once per process (a session fixture may still be set up again when
-pytest reorders the tests around other fixtures)."""
-
-
 @pytest.fixture(scope="session")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    if "quick" not in _REPORT:
-        out = tmp_path_factory.mktemp("bench")
-        results = bench.run(["all", "--quick", "--specs", "tiny-bert-8", "--threads", "1", "--out", str(out)])
-        _REPORT["quick"] = (results, out)
-    return _REPORT["quick"]
+def report(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[dict[str, Any], Path]:
+    """The quick report, built once per test session: the first process to take the lock
+    runs it; any other xdist worker waits for it (pytest-xdist may spread this module's
+    tests over both workers)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent  # the parent is shared by this session's workers
+    out, ready = root / "bench-quick", root / "bench-quick.ready"
+    try:
+        (root / "bench-quick.lock").mkdir()
+    except FileExistsError:
+        deadline = time.monotonic() + 1800
+        while not ready.exists():
+            if time.monotonic() > deadline:
+                pytest.fail("the quick benchmark report of another worker never finished")
+            time.sleep(2)
+    else:
+        out.mkdir()
+        try:
+            bench.run(["all", "--quick", "--specs", "tiny-bert-8", "--threads", "1", "--out", str(out)])
+        finally:
+            ready.write_text("")  # also on failure: the waiting worker then fails on the missing report
+    return json.loads((out / "report.json").read_text()), out
 
 
 def test_speed_table_rows_and_numbers(report: tuple[dict[str, Any], Path]) -> None:

@@ -12,8 +12,8 @@ from manifold_jax.cli import main
 
 @pytest.mark.slow
 def test_demo_keeps_predictions_with_simec_and_changes_rankings_with_simexp(tmp_path: Path, full_size: bool) -> None:
-    # CI size: a fifth of the iterations with a step three times longer (the demo's eta is 10)
-    steps, eta = (1000, 10) if full_size else (200, 30)
+    # CI size: an eighth of the iterations with a step three times longer (the demo's eta is 10)
+    steps, eta = (1000, 10) if full_size else (125, 30)
     # (and no baseline: tests/test_study.py checks it)
     main(["demo", "--out", str(tmp_path), "--steps", str(steps), "--eta", str(eta), "--quiet",
           *([] if full_size else ["--no-baseline"])])
