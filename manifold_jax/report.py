@@ -304,6 +304,8 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
     raw = study.inputs.get("raw")
     # the figure sets runs over one time axis: the counterfactual, which ends at its flip, is drawn apart
     walks = {a: t for a, t in study.trajectories.items() if a != COUNTERFACTUAL}
+    counterfactual = study.trajectories.get(COUNTERFACTUAL)
+    decoded = study.interpretations.get(COUNTERFACTUAL)
     for b, source in enumerate(study.spec.inputs):
         name = describe_input(str(source), b)
         if walks:
@@ -317,8 +319,6 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
                 decoded_images=None if raw is None else {
                     a: i.inputs[b] for a, i in study.interpretations.items() if a in walks},
             ))
-        counterfactual = study.trajectories.get(COUNTERFACTUAL)
-        decoded = study.interpretations.get(COUNTERFACTUAL)
         if counterfactual is not None and decoded is not None and raw is not None:
             files.write_with(f"figures/input{b:02d}_counterfactual.png", functools.partial(
                 counterfactual_figure, title=f"{name}: counterfactual", labels=labels, original_image=raw[b],
