@@ -373,7 +373,7 @@ def _explore(args: argparse.Namespace) -> None:
     from manifold_jax.study import run_study
 
     if args.resume:
-        out = Path(args.resume)
+        out = _user_path("--resume", args.resume)
         spec = _resume_spec(args)
         try:
             run_study(spec, out, resume=True, progress=not args.quiet)
@@ -382,8 +382,8 @@ def _explore(args: argparse.Namespace) -> None:
     else:
         if args.out is None:
             raise CliError("--out is required (or --resume DIR)")
+        out = _user_path("--out", args.out)
         spec = _spec_from_args(args)
-        out = Path(args.out)
         try:
             run_study(spec, out, overwrite=args.overwrite, progress=not args.quiet)
         except KeyboardInterrupt:
@@ -392,6 +392,13 @@ def _explore(args: argparse.Namespace) -> None:
             raise
     if not args.no_report:
         build_report(out)
+
+
+def _user_path(flag: str, value: str) -> Path:
+    """A path the user named, made absolute once here (relative to the working directory)."""
+    if not value.strip():
+        raise CliError(f"{flag}: expected a directory path, got an empty string")
+    return Path(os.path.abspath(value))
 
 
 def _interrupted(out: Path) -> NoReturn:
@@ -405,7 +412,7 @@ def _interrupted(out: Path) -> NoReturn:
 def _report(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
 
-    build_report(args.directory, figures=not args.no_figures, partial=args.partial)
+    build_report(_user_path("DIR", args.directory), figures=not args.no_figures, partial=args.partial)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -413,7 +420,7 @@ def _demo(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
     from manifold_jax.study import MnistImage, StudySpec, Text, run_study
 
-    out = Path(args.out)
+    out = _user_path("--out", args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -455,7 +462,7 @@ def _demo_texts(demo: tuple[list[str], Any, tuple[str, ...]]) -> tuple[str, ...]
 def _train(args: argparse.Namespace) -> None:
     from manifold_jax import training
 
-    out = Path(args.out)
+    out = _user_path("--out", args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -584,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _view(args: argparse.Namespace) -> None:
     from manifold_jax.report_html import view
 
-    view(args.directory, rebuild=args.rebuild)
+    view(_user_path("DIR", args.directory), rebuild=args.rebuild)
 
 
 if __name__ == "__main__":

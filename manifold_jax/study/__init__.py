@@ -26,6 +26,7 @@ from manifold_jax.study.inputs import (
     prepare,
     study_bounds,
 )
+from manifold_jax.study.manifest import study_root
 from manifold_jax.study.orchestrate import run_study
 from manifold_jax.study.spec import (
     BOUNDS,
@@ -76,5 +77,6 @@ __all__ = [
     "prepare",
     "run_study",
     "save_trajectory",
+    "study_root",
     "study_bounds",
 ]

@@ -28,6 +28,19 @@ MANIFEST_FORMAT = 1
 Check = Literal["ok", "unrecorded", "missing", "mismatch"]
 
 
+def study_root(path: str | os.PathLike[str]) -> Path:
+    """A study directory as one absolute path, from whatever working directory it was named in.
+
+    Every entry point (the study API, the report, the CLI) passes user paths through this once;
+    inside a study every path is this root joined with a path relative to it. Symbolic links
+    are not resolved here (a study's own files are checked for them where they are written).
+    """
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError("a study directory must be a non-empty path")
+    return Path(os.path.abspath(text))
+
+
 def file_digest(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes (hex)."""
     digest = hashlib.sha256()
@@ -69,7 +82,7 @@ class Manifest:
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Manifest:
         """The manifest of ``root`` (empty when there is none; ``damaged`` when it cannot be read)."""
-        root = Path(root)
+        root = study_root(root)
         path = root / MANIFEST
         if not path.is_file():
             return cls(root)
@@ -89,12 +102,17 @@ class Manifest:
         self.found = True
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root).absolute()
+        self.root = study_root(self.root)
 
     def relative(self, path: str | os.PathLike[str]) -> str:
-        """``path`` relative to the study (an absolute path inside it, or already relative to it)."""
+        """``path`` relative to the study: an absolute path inside it, or a path already relative to it."""
         p = Path(path)
-        return (p.relative_to(self.root) if p.is_absolute() else p).as_posix()
+        if not p.is_absolute():
+            return p.as_posix()
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            raise ValueError(f"{p} is not inside the study {self.root}") from None
 
     # ------------------------------------------------------------------ files
 

@@ -41,7 +41,7 @@ from manifold_jax.study.errors import (
     StudyExistsError,
 )
 from manifold_jax.study.inputs import Prepared, prepare
-from manifold_jax.study.manifest import MANIFEST, Manifest
+from manifold_jax.study.manifest import MANIFEST, Manifest, study_root
 from manifold_jax.study.spec import COUNTERFACTUAL, StudySpec
 from manifold_jax.study.storage import (
     BASELINE,
@@ -89,7 +89,7 @@ def run_study(
     which continues the study to that many steps (the result equals a study run for that
     many steps from the start).
     """
-    out = Path(out_dir)
+    out = study_root(out_dir)
     if resume:
         if overwrite:
             raise ValueError("overwrite and resume exclude each other")

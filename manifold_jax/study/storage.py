@@ -31,7 +31,7 @@ from manifold_jax.explore import RECORD_FIELDS, Trajectory
 from manifold_jax.interpret import Interpretation
 from manifold_jax.study import atomic
 from manifold_jax.study.errors import NotAStudyError, StudyDamagedError
-from manifold_jax.study.manifest import Manifest
+from manifold_jax.study.manifest import Manifest, study_root
 from manifold_jax.study.spec import StudySpec
 
 SPEC = "spec.json"
@@ -136,7 +136,7 @@ class StudyFiles:
     """Writes into a study directory, atomically and recorded in its manifest; verified reads."""
 
     def __init__(self, root: str | os.PathLike[str], manifest: Manifest | None = None) -> None:
-        self.root = Path(root)
+        self.root = study_root(root)
         self.manifest = manifest if manifest is not None else Manifest.load(self.root)
 
     def path(self, rel: str) -> Path:
@@ -201,7 +201,7 @@ class StudyFiles:
 
 def read_spec(root: str | os.PathLike[str], manifest: Manifest | None = None) -> StudySpec:
     """The spec of the study at ``root``, checked against the manifest."""
-    root = Path(root)
+    root = study_root(root)
     path = root / SPEC
     if root.exists() and not root.is_dir():
         raise NotAStudyError(root, "it is a file, not a directory")
@@ -269,7 +269,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     Raises NotAStudyError for a directory without spec.json and StudyDamagedError for a file
     that fails its checksum or does not fit the study.
     """
-    root = Path(path)
+    root = study_root(path)
     files = StudyFiles(root)
     spec = read_spec(root, files.manifest)
     inputs = files.read_npz(INPUTS, required=True)
