@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def full_size(request: pytest.FixtureRequest) -> bool:
     """True when the heavy checks should run at full size (``pytest --full``)."""
     return bool(request.config.getoption("--full"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh temporary working directory, made the current one: CLI tests name their studies with
+    relative paths inside it, as a user does (``--out runs/x``), never with absolute temporary paths."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
