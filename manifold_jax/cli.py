@@ -518,7 +518,7 @@ def describe_error(exc: BaseException, args: argparse.Namespace) -> tuple[str, i
         return f"{exc.path}: {exc.reason}{fix}", EXIT_USAGE
     if isinstance(exc, study.StudyIncompleteError):
         runs = ", ".join(f"{a} ({done} of {exc.steps} steps)" for a, done in exc.missing.items())
-        return (f"{exc.path}: unfinished: {runs}; finish it with: manifold-jax explore --resume {exc.path}, "
+        return (f"{exc.path}: unfinished: {runs}; finish it with: manifold-jax explore --resume {where or exc.path}, "
                 "or report what is done with --partial"), EXIT_USAGE
     if isinstance(exc, study.ModelLoadError):
         model = getattr(args, "model", None)

@@ -1,5 +1,8 @@
 """The command line: one-line errors with a non-zero exit, and nothing overwritten silently.
 
+Every test runs in a fresh working directory (the ``workdir`` fixture) and names its outputs
+with relative paths, as a user does.
+
 Every error case asserts exit status 2, exactly one line on stderr and no traceback.
 """
 
@@ -35,49 +38,49 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) ->
     return err
 
 
-def test_missing_image_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--image", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")],
+def test_missing_image_file(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    _fails(["explore", "--model", tiny_vit, "--image", "nope.png", "--out", "o"],
            capsys, "nope.png: file not found")
 
 
-def test_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["explore", "--model", str(tmp_path / "no-such-model"), "--text", "hello", "--out", str(tmp_path / "o")],
+def test_unknown_model(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["explore", "--model", "no-such-model", "--text", "hello", "--out", "o"],
            capsys, "no-such-model")
 
 
-def test_selection_out_of_range(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+def test_selection_out_of_range(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
     _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,99", "--steps", "10",
-            "--out", str(tmp_path / "o")], capsys, "position 99 is out of range")
+            "--out", "o"], capsys, "position 99 is out of range")
 
 
-def test_a_file_that_is_not_an_image(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    bad = tmp_path / "notes.png"
+def test_a_file_that_is_not_an_image(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    bad = workdir / "notes.png"
     bad.write_text("this is text, not a PNG")
-    _fails(["explore", "--model", tiny_vit, "--image", str(bad), "--out", str(tmp_path / "o")],
+    _fails(["explore", "--model", tiny_vit, "--image", str(bad), "--out", "o"],
            capsys, "could not read")
 
 
-def test_empty_text(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--text", "   ", "--out", str(tmp_path / "o")], capsys, "the text is empty")
-    empty = tmp_path / "empty.txt"
+def test_empty_text(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    _fails(["explore", "--model", tiny_vit, "--text", "   ", "--out", "o"], capsys, "the text is empty")
+    empty = workdir / "empty.txt"
     empty.write_text("\n\n")
-    _fails(["explore", "--model", tiny_vit, "--text-file", str(empty), "--out", str(tmp_path / "o")],
+    _fails(["explore", "--model", tiny_vit, "--text-file", str(empty), "--out", "o"],
            capsys, "no non-empty line")
 
 
-def test_no_inputs_and_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--out", str(tmp_path / "o")], capsys, "no inputs")
-    _fails(["explore", "--model", tiny_vit, "--mnist", "5000", "--out", str(tmp_path / "o")], capsys, "images 0..4999")
+def test_no_inputs_and_bad_option_values(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    _fails(["explore", "--model", tiny_vit, "--out", "o"], capsys, "no inputs")
+    _fails(["explore", "--model", tiny_vit, "--mnist", "5000", "--out", "o"], capsys, "images 0..4999")
     _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "15", "--save-every", "10",
-            "--out", str(tmp_path / "o")], capsys, "multiple of save_every")
+            "--out", "o"], capsys, "multiple of save_every")
     with pytest.raises(SystemExit) as exit_info:
         main(["explore", "--select", "half"])
     assert exit_info.value.code == 2  # argparse's own usage error
 
 
-def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_existing_output_is_kept_without_overwrite(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                      tiny_vit: str) -> None:
-    out = tmp_path / "o"
+    out = workdir / "o"
     out.mkdir()
     keep = out / "notes.txt"
     keep.write_text("earlier results")
@@ -90,45 +93,45 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path, capsys: pytes
     assert not keep.exists() and (out / "report.md").is_file()
 
 
-def test_resume_of_a_directory_without_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["explore", "--resume", str(tmp_path)], capsys, "spec.json is missing")
-    _fails(["report", str(tmp_path)], capsys, "not a study directory")
+def test_resume_of_a_directory_without_a_study(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["explore", "--resume", "."], capsys, "spec.json is missing")
+    _fails(["report", "."], capsys, "not a study directory")
 
 
-def test_train_topic_head_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["train", "minilm-topics", "--epochs", "3", "--out", str(tmp_path / "a")], capsys,
+def test_train_topic_head_from_the_command_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["train", "minilm-topics", "--epochs", "3", "--out", "a"], capsys,
            "--epochs applies to mnist-vit")
-    main(["train", "minilm-topics", "--out", str(tmp_path / "head")])
-    assert {p.name for p in (tmp_path / "head").iterdir()} >= {"config.json", "training.json"}
+    main(["train", "minilm-topics", "--out", "head"])
+    assert {p.name for p in (workdir / "head").iterdir()} >= {"config.json", "training.json"}
     assert "'test_accuracy'" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- typed inputs
 
 
-def test_an_input_of_the_wrong_kind_names_the_model_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_an_input_of_the_wrong_kind_names_the_model_kind(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                           tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--text", "mnist:5", "--out", str(tmp_path / "o")], capsys,
+    _fails(["explore", "--model", tiny_vit, "--text", "mnist:5", "--out", "o"], capsys,
            f"error: --text 'mnist:5': {tiny_vit} is an image model; give --mnist or --image")
-    _fails(["explore", "--model", "minilm-topics", "--mnist", "3", "--out", str(tmp_path / "o")], capsys,
+    _fails(["explore", "--model", "minilm-topics", "--mnist", "3", "--out", "o"], capsys,
            "error: --mnist 3: minilm-topics is a text model; give --text or --text-file")
-    assert not (tmp_path / "o").exists()
+    assert not (workdir / "o").exists()
 
 
-def test_select_must_not_repeat_a_position(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,3", "--out", str(tmp_path / "o")],
+def test_select_must_not_repeat_a_position(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,3", "--out", "o"],
            capsys, "argument --select: '3,3' repeats position(s) 3")
 
 
 # --------------------------------------------------------------------------- resume
 
 
-def test_resume_refuses_what_would_change_the_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    study = tmp_path / "s"
+def test_resume_refuses_what_would_change_the_study(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = workdir / "s"
     study.mkdir()
     spec = StudySpec(model="m", inputs=(MnistImage(1),), steps=100, options={"save_every": 10})
     (study / "spec.json").write_text(spec.to_json())
-    for flags in (["--eta", "3"], ["--model", "mnist-vit"], ["--out", str(tmp_path / "x")], ["--mnist", "2"],
+    for flags in (["--eta", "3"], ["--model", "mnist-vit"], ["--out", "x"], ["--mnist", "2"],
                   ["--option", "mode=rev"], ["--space", "pixels"]):
         _fails(["explore", "--resume", str(study), *flags], capsys,
                f"continues the study as its spec.json says; {flags[0]} cannot change it")
@@ -139,9 +142,9 @@ def test_resume_refuses_what_would_change_the_study(tmp_path: Path, capsys: pyte
 # --------------------------------------------------------------------------- files and disks
 
 
-def test_out_on_a_file_and_a_full_or_read_only_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str,
+def test_out_on_a_file_and_a_full_or_read_only_disk(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    afile = tmp_path / "results.txt"
+    afile = workdir / "results.txt"
     afile.write_text("not a directory")
     _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--out", str(afile)], capsys,
            f"error: --out {afile}: it is a file, not a directory")
@@ -150,35 +153,35 @@ def test_out_on_a_file_and_a_full_or_read_only_disk(tmp_path: Path, capsys: pyte
             raise OSError(code, "os message", str(path))
 
         monkeypatch.setattr(atomic, "commit", failing)
-        out = tmp_path / f"o{code}"
+        out = workdir / f"o{code}"
         _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--save-every", "5",
                 "--out", str(out)], capsys, f"error: {out}/spec.json: {says}")
         assert not out.exists(), "the run removes the directory it created"
 
 
-def test_broken_checkpoints_are_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_broken_checkpoints_are_named_in_one_line(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                   tiny_vit: str) -> None:
     def broken(name: str) -> Path:
-        path = tmp_path / name
+        path = workdir / name
         shutil.copytree(tiny_vit, path)
         return path
 
     corrupt = broken("corrupt")
     (corrupt / "model.safetensors").write_bytes(b"\x00\x01garbage" * 10)
-    _fails(["explore", "--model", str(corrupt), "--mnist", "1", "--out", str(tmp_path / "o")], capsys,
+    _fails(["explore", "--model", str(corrupt), "--mnist", "1", "--out", "o"], capsys,
            f"{corrupt}/model.safetensors: not a readable safetensors file")
     bad_json = broken("bad_json")
     (bad_json / "config.json").write_text('{"model_type": "vit", ')
-    _fails(["explore", "--model", str(bad_json), "--mnist", "1", "--out", str(tmp_path / "o")], capsys,
+    _fails(["explore", "--model", str(bad_json), "--mnist", "1", "--out", "o"], capsys,
            f"{bad_json}/config.json: not valid JSON")
     torch = pytest.importorskip("torch")
     pickled = broken("pickled")
     (pickled / "model.safetensors").unlink()
     torch.save({"weight": torch.zeros(2), "payload": _Payload()}, pickled / "pytorch_model.bin")
-    _fails(["explore", "--model", str(pickled), "--mnist", "1", "--out", str(tmp_path / "o")], capsys,
+    _fails(["explore", "--model", str(pickled), "--mnist", "1", "--out", "o"], capsys,
            f"{pickled}/pytorch_model.bin: refused: the pickle holds objects beyond tensors")
     with pytest.raises(Exception, match="not valid JSON|Expecting"):
-        main(["explore", "--model", str(bad_json), "--mnist", "1", "--out", str(tmp_path / "o"), "--debug"])
+        main(["explore", "--model", str(bad_json), "--mnist", "1", "--out", "o", "--debug"])
 
 
 class _Payload:
@@ -188,9 +191,9 @@ class _Payload:
         return (print, ("this must never run",))
 
 
-def test_numbers_out_of_range_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_numbers_out_of_range_are_one_line_errors(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                    tiny_vit: str) -> None:
-    common = ["explore", "--model", tiny_vit, "--mnist", "1", "--out", str(tmp_path / "o")]
+    common = ["explore", "--model", tiny_vit, "--mnist", "1", "--out", "o"]
     _fails([*common, "--steps", "1e11"], capsys, "argument --steps: invalid int value: '1e11'")
     _fails([*common, "--steps", "100000000000"], capsys, "steps must be an integer in 1..2147483647")
     _fails([*common, "--seed", "4294967296"], capsys, "seed must be an integer in 0..4294967295")

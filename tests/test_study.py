@@ -292,35 +292,55 @@ def test_a_flipped_checkpoint_or_chunk_and_an_unrecorded_chunk(whole: Path, tmp_
 
 
 def test_a_damaged_study_is_refused_by_report_in_one_line(
-    whole: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    whole: Path, workdir: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    out = _copy(whole, tmp_path)
+    out = _copy(whole, workdir)
     _flip_bit(out / "simexp/baseline.npz")
     with pytest.raises(SystemExit) as exit_info:
-        main(["report", str(out)])
+        main(["report", "study"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"manifold-jax report: error: {out}/simexp/baseline.npz: the file fails its checksum (it changed "
-                   f"after it was written); rebuild it with: manifold-jax explore --resume {out}"), err
+                   f"after it was written); rebuild it with: manifold-jax explore --resume study"), err
+
+
+def test_a_study_moved_elsewhere_reports_and_resumes_with_relative_paths(
+    whole: Path, workdir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A finished study copied to another folder is reported and continued there, named relatively from
+    the working directory: nothing in it depends on where it was written."""
+    moved = workdir / "elsewhere" / "study"
+    shutil.copytree(whole, moved)
+    main(["report", "elsewhere/study", "--no-figures"])
+    assert f"report: {moved}/report.md" in capsys.readouterr().out
+    main(["explore", "--resume", "elsewhere/study", "--steps", "65", "--quiet", "--no-report"])
+    continued = load_study(moved)
+    assert continued.spec.steps == 65 and continued.unfinished == {}
+    original = load_study(whole)
+    for algorithm in original.spec.algorithms:
+        before, after = original.trajectories[algorithm], continued.trajectories[algorithm]
+        assert after.iteration[-1] == 65
+        np.testing.assert_array_equal(after.x[:, : before.x.shape[1]], before.x, err_msg=algorithm)
+    assert (whole / "spec.json").read_text() != (moved / "spec.json").read_text(), "the copy changed, not the original"
 
 
 # --------------------------------------------------------------------------- unfinished, continued, failed studies
 
 
-def test_report_names_the_unfinished_run(whole: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = _copy(whole, tmp_path)
+def test_report_names_the_unfinished_run(whole: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _copy(whole, workdir)
     for name in ("simexp/trajectory.npz", "simexp/chunks/00000060.npz"):
         (out / name).unlink()
         Manifest.load(out).forget(out / name)
     with pytest.raises(StudyIncompleteError, match=r"simexp \(40 of 60 steps\)"):
         build_report(out, echo=quiet)
     with pytest.raises(SystemExit) as exit_info:
-        main(["report", str(out), "--no-figures"])
+        main(["report", "study", "--no-figures"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"manifold-jax report: error: {out}: unfinished: simexp (40 of 60 steps); finish it with: "
-                   f"manifold-jax explore --resume {out}, or report what is done with --partial"), err
-    main(["report", str(out), "--no-figures", "--partial"])
+                   "manifold-jax explore --resume study, or report what is done with --partial"), err
+    main(["report", "study", "--no-figures", "--partial"])
     assert "report: unfinished, left out: simexp (40 of 60 steps)" in capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert "Unfinished and left out of this report: simexp (40 of 60 steps)." in report
@@ -413,15 +433,15 @@ def test_gradient_baseline_climbs_or_descends_the_original_class() -> None:
 
 
 
-def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, tmp_path: Path) -> None:
+def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, workdir: Path) -> None:
     """The continuation options from the command line: SiMEC with the corrector keeps its logits
     to the tolerance; the counterfactual run walks each digit to its runner-up class and stops
     there; the report says where, and a resume of the finished study recomputes nothing."""
-    out = tmp_path / "study"
+    out = workdir / "study"
     # every patch explored: this random one-layer ViT cannot move a digit's runner-up class far
     # enough with the top quarter alone
     flags = ["--algorithm", "simec", "--corrector", "newton", "--tol", "1e-3", "--counterfactual", "--select", "all",
-             "--no-baseline", "--out", str(out)]
+             "--no-baseline", "--out", "study"]
     main(["explore", "--model", tiny_vit, *CLI_STUDY, *flags])
     build_report(out, echo=quiet)
     study = load_study(out)
