@@ -94,6 +94,21 @@ def test_decode_bounds_and_detokenize(gpt2: GPT2) -> None:
     assert bool((mlo >= lo - 1e-6).all() and (mhi <= hi + 1e-6).all())
 
 
+def test_candidate_embeddings_are_what_embed_gives(gpt2: GPT2) -> None:
+    """token_embeddings (the verified-sentence search's candidates) equal embed_ids of those tokens at
+    those positions, exactly; the word vocabulary drops only the end-of-text token."""
+    ids = np.array([[5, 17, 42, 99]], np.int32)
+    x0, _ = gpt2.embed_ids(ids)
+    cand = np.asarray(gpt2.token_embeddings(jax.numpy.asarray(ids[0]), 4))  # (1, C, n, d)
+    assert cand.shape == (1, 4, 4, x0.shape[-1])
+    for i in range(4):
+        np.testing.assert_array_equal(cand[0, i, i], np.asarray(x0)[0, i])
+    words, every = np.asarray(gpt2.vocabulary_mask("words")), np.asarray(gpt2.vocabulary_mask("all"))
+    assert every.all() and words.sum() == every.size - len(set(gpt2.tokenizer.all_special_ids))
+    with pytest.raises(ValueError, match="vocabulary='some'"):
+        gpt2.vocabulary_mask("some")
+
+
 def test_pytorch_bin_state_dict_loads_like_safetensors(gpt2: GPT2, gpt2_dir: tuple[Path, Any], tmp_path: Path) -> None:
     """A raw ``state_dict()`` (tied lm_head copy, causal-mask buffers if any) through torch.load(weights_only)."""
     for f in gpt2_dir[0].iterdir():

@@ -203,6 +203,24 @@ class GPT2:
         found = np.asarray(found).reshape(b, n)
         return np.where(np.asarray(ctx["token_mask"]), found, np.asarray(ctx["input_ids"]))
 
+    def vocabulary_mask(self, vocabulary: str = "words") -> jax.Array:
+        """Boolean (V,) mask of the tokens a sentence may hold: "words" drops the special tokens
+        (end of text), "all" keeps every entry (the verified-sentence search's candidates)."""
+        if vocabulary not in ("words", "all"):
+            raise ValueError(f"vocabulary={vocabulary!r}: use 'words' or 'all'")
+        allowed = np.ones(self.config.vocab_size, bool)
+        if vocabulary == "words" and self.tokenizer is not None:
+            special = [i for i in self.tokenizer.all_special_ids if 0 <= i < allowed.size]
+            allowed[special] = False
+        return jnp.asarray(allowed)
+
+    def token_embeddings(self, vocab_ids: jax.Array, n: int) -> jax.Array:
+        """Embeddings (1, C, n, d) of the tokens ``vocab_ids`` (C,) at every position 0..n-1:
+        wte[v_c] + wpe[i], exactly what ``embed`` gives token v_c at position i (one token type).
+        Pure (usable under jit)."""
+        wte, wpe = self.params["wte"]["embedding"], self.params["wpe"]["embedding"][:n]
+        return (wte[vocab_ids][:, None, :] + wpe[None, :, :])[None]
+
     def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
         """Token ids (B, n) back to B strings (the end-of-text padding dropped)."""
         self._need_tokenizer()
