@@ -114,17 +114,17 @@ def test_options_that_do_not_apply_are_refused(tmp_path: Path) -> None:
         mm.load(mm.minilm_path(), task="encoder", top_k=5)
 
 
-def test_cli_explores_a_causal_lm_prompt_through_its_top5_head(tmp_path: Path) -> None:
+def test_cli_explores_a_causal_lm_prompt_through_its_top5_head(workdir: Path) -> None:
     """``--text`` on a GPT-2 directory: no --task needed, the study uses the frozen top-5 head."""
     import json
 
     from manifold_jax.cli import main
 
-    save_random_gpt2(tmp_path / "gpt2")
-    out = tmp_path / "study"
-    main(["explore", "--model", str(tmp_path / "gpt2"), "--text", "The striker scored", "--steps", "2",
+    save_random_gpt2(workdir / "gpt2")
+    out = workdir / "study"
+    main(["explore", "--model", "gpt2", "--text", "The striker scored", "--steps", "2",
           "--save-every", "1", "--chunk-size", "2", "--algorithm", "simec", "--no-baseline", "--no-report",
-          "--quiet", "--out", str(out)])
+          "--quiet", "--out", "study"])
     spec = json.loads((out / "spec.json").read_text())
     assert spec["task"] == "lm-top5" and spec["labels"] == ["top1", "top2", "top3", "top4", "top5"]
     with np.load(out / "simec" / "trajectory.npz") as data:

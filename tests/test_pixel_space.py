@@ -127,19 +127,19 @@ def test_explorations_stay_images_the_model_classifies_as_explored(hf_vit: Any) 
     assert moved > 0.1
 
 
-def test_study_in_pixel_space_from_the_cli(hf_vit: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_study_in_pixel_space_from_the_cli(hf_vit: Any, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     directory, vit, _ = hf_vit
     from PIL import Image
 
     paths = []
     for i, image in enumerate(_images(vit, 2, seed=5)):
-        paths.append(str(tmp_path / f"img{i}.png"))
+        paths.append(f"img{i}.png")
         Image.fromarray((image * 255).round().astype(np.uint8)).save(paths[-1])
-    out = tmp_path / "study"
+    out = workdir / "study"
     # the demo test covers a whole pixel-space study with its report; here the CLI option and the files
     main(["explore", "--model", directory, "--image", *paths, "--space", "pixels", "--algorithm", "simexp",
           "--steps", "10", "--save-every", "5", "--eta", "50", "--no-baseline", "--no-report", "--quiet",
-          "--out", str(out)])  # the engine options of the test above: its compiled program serves
+          "--out", "study"])  # the engine options of the test above: its compiled program serves
     spec = json.loads((out / "spec.json").read_text())
     assert spec["space"] == "pixels"
     from manifold_jax.study import load_study
@@ -152,7 +152,7 @@ def test_study_in_pixel_space_from_the_cli(hf_vit: Any, tmp_path: Path, capsys: 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["explore", "--model", "minilm-topics", "--text", "A goal.", "--space", "pixels",
-              "--out", str(tmp_path / "t")])
+              "--out", "t"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "space='pixels' needs a ViT" in err[0]

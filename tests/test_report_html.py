@@ -202,9 +202,9 @@ def test_png_encoder_round_trips_through_pillow() -> None:
         png_bytes(np.zeros((2, 2, 2), np.uint8))
 
 
-def test_view_opens_the_page_or_prints_its_path(text_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_view_opens_the_page_or_prints_its_path(text_study: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    copy = tmp_path / "study"
+    copy = workdir / "study"
     shutil.copytree(text_study, copy)
     (copy / "report.html").unlink()
     opened: list[str] = []
@@ -213,10 +213,10 @@ def test_view_opens_the_page_or_prints_its_path(text_study: Path, tmp_path: Path
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr("sys.platform", "linux")
-    main(["view", str(copy)])
+    main(["view", "study"])
     assert capsys.readouterr().out.strip() == f"no browser to open here; the report is {page}"
     with pytest.raises(SystemExit) as stop:
-        main(["view", str(tmp_path / "nowhere")])
+        main(["view", "nowhere"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "is not a study directory" in err
