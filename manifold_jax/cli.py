@@ -270,6 +270,9 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
             raise CliError(f"--image {path}: file not found")
         items.append(ImageFile(path))
         sources.append(f"--image {path}")
+    if len(args.text) >= 3 and all(len(t.split()) == 1 for t in args.text):
+        warnings.warn(f"--text got {len(args.text)} one-word texts ({_short(' '.join(args.text))!r}), explored as "
+                      "separate inputs; quote a sentence to explore it as one: --text \"...\"", stacklevel=1)
     for text in args.text:
         if not text.strip():
             raise CliError(f"--text {text!r}: the text is empty")

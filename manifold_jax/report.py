@@ -56,16 +56,14 @@ def study_metrics(study: Study) -> dict[str, Any]:
     for b, source in enumerate(study.spec.inputs):
         entry: dict[str, Any] = {"input": str(source)}
         for algorithm, traj in study.trajectories.items():
-            timing = study.timing.get(algorithm, {})
-            seconds = timing.get("seconds_per_iteration")
+            seconds, run_iterations = _time_run(study.timing.get(algorithm, {}), study.spec.steps)
             interp = study.interpretations.get(algorithm)
             simec = study.trajectories.get("simec") if algorithm == "simexp" else None
             entry[algorithm] = analysis.summarize(
                 logits=traj.y[b], points=traj.x[b], token_mask=select[b],
                 points_simec=None if simec is None else simec.x[b],
                 interpretation_logits=None if interp is None else interp.logits[b],
-                total_seconds=None if seconds is None else seconds * study.spec.steps,
-                iterations=study.spec.steps,
+                total_seconds=seconds, iterations=run_iterations,
             )
             targets = study.inputs.get("target")
             entry[algorithm]["path"] = analysis.path_summary(
@@ -81,6 +79,18 @@ def study_metrics(study: Study) -> dict[str, Any]:
                 )
         per_input.append(entry)
     return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
+
+
+def _time_run(timing: dict[str, Any], steps: int) -> tuple[float | None, int]:
+    """Seconds and iterations of a run's timing.json, compilation apart: the iterations it ran (a walk
+    stopped early ran fewer than the study's steps); files without them give seconds per iteration x steps."""
+    seconds, iterations = timing.get("seconds"), timing.get("iterations")
+    if isinstance(seconds, (int, float)) and isinstance(iterations, int) and iterations > 0 and math.isfinite(seconds):
+        return float(seconds), iterations
+    per_iteration = timing.get("seconds_per_iteration")
+    if not isinstance(per_iteration, (int, float)) or not math.isfinite(per_iteration):
+        return None, steps
+    return float(per_iteration) * steps, steps
 
 
 def _path_line(path: dict[str, Any], labels: tuple[str, ...]) -> str:

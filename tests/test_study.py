@@ -10,6 +10,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -413,16 +414,20 @@ def test_gradient_baseline_climbs_or_descends_the_original_class() -> None:
 
 
 
-def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, tmp_path: Path) -> None:
+def test_a_study_with_a_corrected_simec_and_a_counterfactual(
+    tiny_vit: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """The continuation options from the command line: SiMEC with the corrector keeps its logits
     to the tolerance; the counterfactual run walks each digit to its runner-up class and stops
-    there; the report says where, and a resume of the finished study recomputes nothing."""
+    there; the run prints where, its timing counts the iterations it ran (compilation apart), the
+    report says where it stopped, and a resume of the finished study recomputes nothing."""
     out = tmp_path / "study"
     # every patch explored: this random one-layer ViT cannot move a digit's runner-up class far
     # enough with the top quarter alone
     flags = ["--algorithm", "simec", "--corrector", "newton", "--tol", "1e-3", "--counterfactual", "--select", "all",
              "--no-baseline", "--out", str(out)]
     main(["explore", "--model", tiny_vit, *CLI_STUDY, *flags])
+    printed = capsys.readouterr().out
     build_report(out, echo=quiet)
     study = load_study(out)
     assert set(study.trajectories) == {"simec", "counterfactual"}
@@ -443,6 +448,19 @@ def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, tmp_
         assert path["reached_target"] and path["stop_iteration"] == stops[b]
         assert path["stop_distance_from_x0"] == pytest.approx(float(cf.distance[b, stops[b]]), rel=1e-6)
     assert "stopped at iteration" in (out / "report.md").read_text()
+    for b, stop in enumerate(stops):
+        label = study.spec.labels[targets[b]]
+        assert re.search(rf"counterfactual: input {b} reached class ({targets[b]}|{label}) at iteration {stop}\n",
+                         printed), printed
+    # the walk ran to its last stop, not the study's 60 steps: its timing counts those iterations
+    timing = json.loads((out / "counterfactual" / "timing.json").read_text())
+    assert timing["iterations"] == stops.max() == sum(c["steps"] for c in timing["chunks"])
+    assert timing["seconds"] == pytest.approx(sum(c["seconds"] for c in timing["chunks"]))
+    assert timing["seconds_per_iteration"] == pytest.approx(timing["seconds"] / timing["iterations"])
+    assert timing["compile_seconds"] > 0
+    for b, entry in enumerate(metrics["inputs"]):
+        assert entry["counterfactual"]["timing"]["iterations"] == stops.max()
+        assert entry["counterfactual"]["timing"]["total_seconds"] == pytest.approx(timing["seconds"])
     before = (out / "counterfactual" / "trajectory.npz").read_bytes()
     run_study(None, out, resume=True, progress=False, echo=quiet)
     assert (out / "counterfactual" / "trajectory.npz").read_bytes() == before

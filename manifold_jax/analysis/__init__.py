@@ -70,7 +70,7 @@ from manifold_jax.analysis.interpretation import (
     total_variation,
     wasserstein1_01,
 )
-from manifold_jax.analysis.paths import path_summary
+from manifold_jax.analysis.paths import path_summary, stop_sentence
 from manifold_jax.analysis.summary import json_ready, summarize
 from manifold_jax.analysis.timing import time_per_iteration_per_token
 from manifold_jax.analysis.volume import ExploredVolume, VolumeRatio, explored_volume, mean_rho_v, volume_ratio
@@ -100,4 +100,5 @@ __all__ = [
     "summarize",
     "json_ready",
     "path_summary",
+    "stop_sentence",
 ]
