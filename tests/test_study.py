@@ -458,7 +458,7 @@ def test_a_study_with_a_corrected_simec_and_a_counterfactual(
     assert timing["seconds"] == pytest.approx(sum(c["seconds"] for c in timing["chunks"]))
     assert timing["seconds_per_iteration"] == pytest.approx(timing["seconds"] / timing["iterations"])
     assert timing["compile_seconds"] > 0
-    for b, entry in enumerate(metrics["inputs"]):
+    for entry in metrics["inputs"]:
         assert entry["counterfactual"]["timing"]["iterations"] == stops.max()
         assert entry["counterfactual"]["timing"]["total_seconds"] == pytest.approx(timing["seconds"])
     before = (out / "counterfactual" / "trajectory.npz").read_bytes()

@@ -327,8 +327,9 @@ def _explore_checkpointed(
             rest = explore(
                 prepared.model.head, start, algorithm=cast(Algorithm, spec.algorithm_of(algorithm)), steps=remaining,
                 key=None if isinstance(start, ExplorationState) else key,
-                args=(prepared.ctx,), select=prepared.select, bounds=prepared.box, progress=progress, label=algorithm,
-                on_chunk=on_chunk, on_compiled=on_compiled, target=prepared.targets if algorithm == COUNTERFACTUAL else None,
+                args=(prepared.ctx,), select=prepared.select, bounds=prepared.box, progress=progress,
+                on_chunk=on_chunk, target=prepared.targets if algorithm == COUNTERFACTUAL else None,
+                label=algorithm, on_compiled=on_compiled,
                 **spec.run_keywords(algorithm),
             )
             pieces.append(rest)
