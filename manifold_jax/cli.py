@@ -394,7 +394,7 @@ def _explore(args: argparse.Namespace) -> None:
                 _interrupted(out)
             raise
     if not args.no_report:
-        build_report(out)
+        build_report(out, progress=not args.quiet)
 
 
 def _user_path(flag: str, value: str) -> Path:
@@ -415,7 +415,8 @@ def _interrupted(out: Path) -> NoReturn:
 def _report(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
 
-    build_report(_user_path("DIR", args.directory), figures=not args.no_figures, partial=args.partial)
+    build_report(_user_path("DIR", args.directory), figures=not args.no_figures, partial=args.partial,
+                 progress=sys.stderr.isatty())
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -449,7 +450,7 @@ def _demo(args: argparse.Namespace) -> None:
     for name, spec in studies.items():
         print(f"== {name}: {spec.model}")
         run_study(spec, out / name, overwrite=args.overwrite, progress=not args.quiet)
-        build_report(out / name)
+        build_report(out / name, progress=not args.quiet)
     print(f"demo written to {out}/ (images/ and text/: report.html, report.md, figures/*.png)")
 
 

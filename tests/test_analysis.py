@@ -321,6 +321,11 @@ def test_pearson_matches_numpy_corrcoef() -> None:
     ref = np.corrcoef(pe.max(axis=1), pi.max(axis=1))[0, 1]
     assert A.top_probability_correlation(pe, pi) == pytest.approx(ref, rel=1e-12)
     assert math.isnan(A.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    # a decoded input that never changes has a constant top probability, up to float32 rounding: its
+    # correlation with anything is undefined (NaN), not the correlation of the rounding noise
+    steady = np.tile([0.97, 0.02, 0.01], (60, 1)) + rng.normal(scale=1e-8, size=(60, 3)) * [1, -1, 0]
+    assert A.pearson(pe.max(axis=1), steady.max(axis=1)) != 0  # the noise alone does correlate
+    assert math.isnan(A.top_probability_correlation(pe, steady))
 
 
 def test_time_per_iteration_per_token() -> None:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -411,6 +412,27 @@ def test_gradient_baseline_climbs_or_descends_the_original_class() -> None:
     moved = np.linalg.norm(runs_["stay"].x[1, 1:] - runs_["stay"].x[0, 1:], axis=-1)
     assert np.all(moved <= 10 * np.sqrt(2) * 0.05 + 1e-5)
     np.testing.assert_array_equal(runs_["stay"].x[:, 0], np.broadcast_to(np.asarray(x0[0]), (11, 16)))
+
+
+def test_the_gradient_baseline_in_chunks_equals_one_chunk(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The baseline runs in compiled chunks (for its progress bar): the walk, its records and its end
+    state equal a run in one chunk; the bar is named."""
+    import manifold_jax.baseline as baseline
+
+    f, x0 = toy_classifier(jax.random.PRNGKey(7))
+    kw: dict[str, Any] = dict(key=jax.random.PRNGKey(0), steps=60, step_size=0.05, direction="leave",
+                              args=(jnp.ones((8,), bool),), select=np.arange(1, 8), save_every=3)
+    monkeypatch.setattr(baseline, "_CHUNK_BLOCKS", 6)
+    chunked = gradient_baseline(f, x0, progress=True, label="simexp baseline", **kw)  # 20 blocks in chunks of 5
+    assert "simexp baseline" in capsys.readouterr().err
+    monkeypatch.setattr(baseline, "_CHUNK_BLOCKS", 1000)
+    whole = gradient_baseline(f, x0, **kw)
+    for name in ("x", "y", "step", "status", "stalls", "distance", "iteration"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(chunked.final.x, whole.final.x)
+    np.testing.assert_array_equal(chunked.final.key, whole.final.key)
 
 
 

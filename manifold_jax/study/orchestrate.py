@@ -236,11 +236,12 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
                 model.head, x0, key=jax.random.fold_in(key, 100 + number), steps=spec.steps,
                 step_size=steps_taken.mean(axis=1), direction="stay" if algorithm == "simec" else "leave",
                 args=(ctx,), select=select, bounds=box, save_every=spec.save_every,
+                progress=progress, label=f"{algorithm} baseline",
             )
             files.write_npz(f"{algorithm}/{BASELINE}", trajectory_arrays(base))
         if not _interpretation_intact(files, f"{algorithm}/{INTERPRETATION}", traj, echo):
             echo(f"{algorithm}: decoding {traj.x.shape[1]} saved points per input (Algorithm 3)")
-            interp = interpret(model, traj.x, ctx)
+            interp = interpret(model, traj.x, ctx, progress=progress, label=f"{algorithm} decoding")
             files.write_npz(f"{algorithm}/{INTERPRETATION}", {"inputs": interp.inputs, "logits": interp.logits})
 
 
