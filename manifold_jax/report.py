@@ -358,7 +358,7 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
         ))
         if projections:
             files.write_with(f"figures/input{b:02d}_sentences.png", functools.partial(
-                sentence_figure, title=f"{name}: verified real sentences", labels=labels,
+                sentence_figure, title=f"Verified real sentences near {name}", labels=labels,
                 rows=_sentence_rows(projections, b, labels),
             ))
 
