@@ -1,6 +1,6 @@
 """Metrics, figures and a readable summary for a finished study directory.
 
-Writes ``metrics.json`` (every metric of DESIGN section 6 per input and algorithm, the
+Writes ``metrics.json`` (every metric of docs/method.md section 9 per input and algorithm, the
 gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a table of
 the paper's Table-1 metrics; for image models the decoded images and what changed; for
 text models every decoded sentence with its own re-prediction beside a verified real

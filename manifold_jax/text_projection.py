@@ -1,4 +1,4 @@
-"""Real sentences near an explored text embedding, verified by the model (DESIGN section 10).
+"""Real sentences near an explored text embedding, verified by the model (docs/method.md section 8).
 
 An explored point x (n, d) of a text model is a point of embedding space that no token
 sequence need reach; its nearest-token decoding (Algorithm 3) is a real sentence, but the

@@ -1,4 +1,4 @@
-"""Metrics of DESIGN section 6 on hand-built runs whose answers are known by construction."""
+"""Metrics of docs/method.md section 9 on hand-built runs whose answers are known by construction."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def test_box_projection_is_honoured_at_every_saved_point() -> None:
 
 
 def test_reference_threshold_reproduces_the_drift_of_an_absolute_level() -> None:
-    """DESIGN 2.3: an absolute 0.01 calls a visible direction with eigenvalue 0.005 null."""
+    """docs/method.md section 4: an absolute 0.01 calls a visible direction with eigenvalue 0.005 null."""
     d = 6
     a = jnp.zeros((2, d)).at[0, 0].set(1.0).at[1, 1].set(np.sqrt(0.005))
     f = lambda x: a @ x[0]  # noqa: E731 - one token, eigenvalues 1 and 0.005
