@@ -444,8 +444,10 @@ def _timing(times: list[tuple[float, int]], compile_seconds: float, select: np.n
     }
 
 
-def _outcomes(traj: Trajectory, targets: np.ndarray, labels: tuple[str, ...]) -> list[str]:
+def _outcomes(traj: Trajectory, targets: np.ndarray | None, labels: tuple[str, ...]) -> list[str]:
     """Per input, where its counterfactual walk stopped (or that it did not)."""
+    if targets is None:
+        return []
     stops = np.asarray(traj.final.stop_iteration)
     return [stop_sentence(b, int(targets[b]), int(stops[b]), int(np.argmax(traj.y[b, -1])),
                           int(traj.iteration[-1]), labels) for b in range(len(stops))]
