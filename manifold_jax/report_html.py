@@ -248,6 +248,8 @@ def readable_metrics(flat: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     for key, value in flat.items():
         if key in CLASS_METRICS and isinstance(value, float) and value.is_integer() and 0 <= value < len(labels):
             value = labels[int(value)]
+        elif key == "path.stop_iteration" and value == -1:
+            value = "did not stop"
         out[METRIC_LABELS.get(key, key.replace("_", " ").replace(".", ": "))] = value
     return out
 

@@ -396,6 +396,9 @@ def _check_named_statuses_and_thumbnails(browser: Any, study: Any) -> None:
                 for r in browser.find_elements(By.CSS_SELECTOR, "#records tbody tr")}
         assert rows["step status"] == status_names(int(cf.status[0, s]))
     assert rows["step status"] == "stopped"
+    stopped = {r.find_element(By.TAG_NAME, "th").text: [c.text for c in r.find_elements(By.TAG_NAME, "td")]
+               for r in browser.find_elements(By.CSS_SELECTOR, "#metrics tbody tr")}["stopped at iteration"]
+    assert stopped == ["did not stop", str(int(cf.final.stop_iteration[0]))]  # SiMExp, the counterfactual
     _select(browser, "run-select", "simexp")
     _set_slider(browser, len(study.trajectories["simexp"].iteration) - 1)
     box = browser.find_element(By.CSS_SELECTOR, '#run-strip .run[data-run="counterfactual"]')
