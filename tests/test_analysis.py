@@ -370,3 +370,10 @@ def test_summarize_is_json_and_consistent() -> None:
     assert back["interpretation"]["wasserstein1_01_mean"] == pytest.approx(float(np.mean(A.total_variation(p, q))))
     with pytest.raises(ValueError, match="logits"):
         A.summarize(logits=logits, probs=A.softmax(logits))
+
+
+def test_stop_sentence_says_where_a_counterfactual_ended() -> None:
+    labels = ("sport", "politics", "science")
+    assert A.stop_sentence(2, 1, 41, 1, 41, labels) == "input 2 reached class politics at iteration 41"
+    assert A.stop_sentence(0, 9, 17, 7, 20) == "input 0 left its class for class 7 (target class 9) at iteration 17"
+    assert A.stop_sentence(1, 2, -1, 0, 1000, labels) == "input 1 did not reach class science in 1000 iterations"
