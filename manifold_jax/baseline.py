@@ -121,7 +121,7 @@ def gradient_baseline(
     per_chunk = max(d for d in range(1, min(blocks, _CHUNK_BLOCKS) + 1) if blocks % d == 0)
     carry: tuple[jax.Array, ...] = (x, state.key, jnp.zeros(x.shape[:1], jnp.int32))
     pieces = []
-    with tqdm(total=steps, disable=not progress, unit="it", desc=label, leave=False) as bar:
+    with tqdm(total=steps, disable=not progress, unit="it", desc=label, leave=False, postfix="compiling") as bar:
         for done in range(0, blocks, per_chunk):
             carry, saved = _run(
                 problem.dynamic, *carry, target, jnp.asarray(delta, x.dtype), inputs,
@@ -131,6 +131,8 @@ def gradient_baseline(
             last = done + per_chunk == blocks
             # each chunk also records its end point, which the next chunk records as its start
             pieces.append({k: np.asarray(v if last else v[:-1]) for k, v in saved.items()})
+            if done == 0:
+                bar.set_postfix_str("", refresh=False)
             bar.update(per_chunk * save_every)
     x_end, keys_end, stalls_end = carry
     fields = {k: np.moveaxis(np.concatenate([p[k] for p in pieces]), 0, 1) for k in pieces[0]}

@@ -212,7 +212,13 @@ def study_projections(
     out = []
     inputs = len(study.spec.inputs)
     total = inputs * (len(saved) + (algorithm == "simexp"))
-    bar = tqdm(total=total, disable=not progress, unit="point", desc=f"{algorithm} verified sentences", leave=False)
+    bar = tqdm(total=total, disable=not progress, unit="point", desc=f"{algorithm} verified sentences", leave=False,
+               postfix="compiling")
+
+    def searched() -> None:
+        bar.set_postfix_str("", refresh=False)
+        bar.update(1)
+
     for b in range(inputs):
         item = {k: v[b] for k, v in ctx.items()}
         probs = analysis.softmax(traj.y[b])
@@ -224,7 +230,7 @@ def study_projections(
         interp = study.interpretations.get(algorithm)
         found = project_points(model, traj.x[b, chosen], item, goals, config, positions=study.inputs["select"][b],
                                decoded=None if interp is None else interp.inputs[b, chosen],
-                               on_point=lambda: bar.update(1))
+                               on_point=searched)
 
         entry: dict[str, Any] = {
             "points": [_record(model, r, s, traj, probs, item) for r, s in zip(found, saved, strict=False)]

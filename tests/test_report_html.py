@@ -366,9 +366,8 @@ def _check_verified_sentences(browser: Any, text_study: Path, study: Any, b: int
         marks = [m.text for m in current[0].find_elements(By.CSS_SELECTOR, "mark")]
         assert marks == [w for w, changed in shown["words"] if changed], (b, point["iteration"])
         top = int(np.argmax(shown["probs"]))
-        cells = current[0].find_elements(By.TAG_NAME, "td")
-        assert cells[2].text.split(" ")[0] == labels[top]
-        assert float(cells[2].text.split(" ")[1]) == pytest.approx(shown["probs"][top], rel=1e-3)
+        says = current[0].find_element(By.CSS_SELECTOR, "td .prediction").text.split(" ")
+        assert says[0] == labels[top] and float(says[1]) == pytest.approx(shown["probs"][top], rel=1e-3)
         marks_anywhere |= bool(browser.find_elements(By.CSS_SELECTOR, "#verified tbody mark"))
     away = browser.find_elements(By.CSS_SELECTOR, "#verified tbody tr")[-1]
     assert away.get_attribute("data-found") == ("1" if record["away"]["verified"]["found"] else "0")

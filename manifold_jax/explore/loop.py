@@ -317,15 +317,22 @@ def explore(
         st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(chunk_state))
         return jax.tree.map(jnp.asarray, st), recs
 
-    _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
-    _check_start(cfg, {k: v[0] for k, v in host(state, first)[1].items()}, batched)
+    # the bar is up while the program compiles (seconds to a minute), saying so
+    bar = tqdm(total=steps, disable=not progress, unit="it", desc=label or cfg.algorithm, leave=False,
+               postfix="compiling")
+    try:
+        _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
+        _check_start(cfg, {k: v[0] for k, v in host(state, first)[1].items()}, batched)
+    except BaseException:
+        bar.close()
+        raise
+    bar.set_postfix_str("", refresh=False)
     if on_compiled is not None:
         on_compiled()
 
     total_blocks = steps // cfg.save_every
     done = 0
     pieces: list[dict[str, np.ndarray]] = []
-    bar = tqdm(total=steps, disable=not progress, unit="it", desc=label or cfg.algorithm, leave=False)
     try:
         while done < total_blocks:
             active = min(cfg.blocks_per_chunk, total_blocks - done)

@@ -86,7 +86,7 @@
       "that differ from the original"));
     const tableNode = el("table", { class: "verified" });
     const head = el("tr");
-    ["iteration", "sentence", "model says", ""].forEach((h) => head.appendChild(el("th", {}, h)));
+    ["iteration", "sentence", "model says"].forEach((h) => head.appendChild(el("th", {}, h)));
     tableNode.appendChild(el("thead")).appendChild(head);
     const body = tableNode.appendChild(el("tbody"));
     const current = verifiedAt(run, it);
@@ -98,11 +98,13 @@
       const cell = el("td", { class: "words" });
       cell.appendChild(words(v.words));
       tr.appendChild(cell);
-      tr.appendChild(el("td", { class: "num" }, v.top + " " + fmt(v.p)));
+      const says = el("td", { class: "says" });
+      says.appendChild(el("span", { class: "prediction" }, v.top + " " + fmt(v.p)));
       let note = v.goal === "away" ? "a real sentence in another class" : "embedding: " + v.embedding_top;
       if (!v.found) note = "none verified (" + v.tried + " tried): the decoded sentence, re-predicted";
       else if (v.changes) note += "; " + v.changes + " substitution" + (v.changes > 1 ? "s" : "");
-      tr.appendChild(el("td", { class: "note" }, note));
+      says.appendChild(el("div", { class: "note" }, note));
+      tr.appendChild(says);
       body.appendChild(tr);
     });
     box.appendChild(tableNode);
