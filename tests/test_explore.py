@@ -185,6 +185,17 @@ def test_on_chunk_reports_progress_states() -> None:
     assert traj.x.shape[0] == 251
 
 
+def test_the_progress_bar_is_named_and_says_when_it_compiles(capsys: pytest.CaptureFixture[str]) -> None:
+    """The bar is up, saying "compiling", before the first chunk; ``on_compiled`` runs once, before it."""
+    f, _ = linear_map(KEY, 2, 4, 2)
+    events: list[str] = []
+    mj.simexp(f, jnp.ones((2, 4)), key=KEY, steps=20, chunk_size=10, progress=True, label="counterfactual",
+              on_compiled=lambda: events.append("compiled"), on_chunk=lambda state, chunk: events.append("chunk"))
+    err = capsys.readouterr().err
+    assert events == ["compiled", "chunk", "chunk"]
+    assert "counterfactual:" in err and "compiling" in err and "simexp" not in err, err
+
+
 # --------------------------------------------------------------------------- batches
 
 
