@@ -1,4 +1,4 @@
-"""Benchmarks of manifold-jax against the faithful PyTorch reference loop (DESIGN section 8).
+"""Benchmarks of manifold-jax against the faithful PyTorch reference loop (the speed targets of issue #5).
 
 Subcommands (each prints its table and writes ``<out>/<name>.json`` and ``.md``):
 
@@ -55,7 +55,7 @@ float32 adds ~k eps lambda_max, the baseline's float64 eigh nothing: ~1e-5 at wo
 so 1e-4 leaves a margin of 10."""
 
 TARGETS = {"minilm-64": 20.0, "bert-base-128": 50.0, "vit-mnist-b16": 10.0}
-"""Speed-up targets of DESIGN section 8 / the issue (baseline time / ours, this CPU)."""
+"""Speed-up targets of issue #5 (baseline time / ours, this CPU)."""
 FLOOR_TARGET = 1.3
 """Our iteration within 1.3x of forward + k VJPs, at every size."""
 GPU_TARGET_S = 0.05

@@ -1,4 +1,4 @@
-"""Exploration as numerical continuation against the authors' loop (DESIGN section 9).
+"""Exploration as numerical continuation against the authors' loop (docs/method.md section 6).
 
 Subcommands (each writes ``<out>/<name>.json`` and ``.md``; ``all`` runs the three and
 writes ``<out>/continuation.md``):

@@ -136,7 +136,7 @@ PAPER_NOTE = """\
 * **Wasserstein-1** between the embedding's and the decoded input's class distributions
   uses the 0/1 ground distance (classes are unordered), i.e. the total variation; the
   authors' code for it is not public.
-* **rho_V** is the paper's per-patch figure (DESIGN section 6): per patch a PCA on both
+* **rho_V** is the paper's per-patch figure (docs/method.md section 9): per patch a PCA on both
   runs' points pooled, to 90 % of the variance, the ratio of the two bounding-box volumes
   along those n components, then the mean over the explored patches of every input.
 """

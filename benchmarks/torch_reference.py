@@ -1,6 +1,6 @@
 """A faithful PyTorch re-implementation of the reference SiMEC / SiMExp loop.
 
-Written from DESIGN section 2 (the authors' code, ``transformers_equivalence_classes`` /
+Written from docs/method.md section 11 (the authors' code, ``transformers_equivalence_classes`` /
 package ``simec``, is not copied); it is the baseline our JAX engine is validated and
 timed against. What it reproduces, per iteration and per sample:
 
@@ -11,7 +11,7 @@ timed against. What it reproduces, per iteration and per sample:
    cast to float64, g_i = J_i^T G J_i (d x d), G = identity by default (the reference's
    choice) or a given k x k matrix.
 3. **Dense eigh in float64**: ``torch.linalg.eigh(g_i)`` per token, one call per token
-   (the O(n d^3) cost DESIGN section 2.2 describes).
+   (an O(n d^3) cost per step).
 4. **Eigenvalue choice**: null means |lambda| < ``threshold`` (absolute, 0.01 by
    default as in the paper's runs). SiMEC picks a uniformly random index among the null
    eigenvalues, SiMExp among the non-null ones. The index is drawn from the list of

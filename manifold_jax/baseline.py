@@ -16,6 +16,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from manifold_jax._callables import StaticPart, merge_callable
 from manifold_jax._checks import check_count
@@ -23,6 +24,9 @@ from manifold_jax._xla import jit
 from manifold_jax.explore import RECORD_FIELDS, Trajectory, prepare
 from manifold_jax.explore.problem import drop_batch_axis, replace_state
 from manifold_jax.selection import Select
+
+_CHUNK_BLOCKS = 20
+"""Saved blocks per compiled chunk at most (the largest divisor of the walk's blocks up to it: one program)."""
 
 
 def _baseline_step(
@@ -58,7 +62,7 @@ def _baseline_step(
 
 @jit(static_argnames=("static", "steps", "save_every"))
 def _run(
-    dynamic: list[Any], x: jax.Array, keys: jax.Array, target: jax.Array, delta: jax.Array,
+    dynamic: list[Any], x: jax.Array, keys: jax.Array, stalls: jax.Array, target: jax.Array, delta: jax.Array,
     inputs: tuple[Any, ...], sign: jax.Array, *, static: StaticPart, steps: int, save_every: int,
 ) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
     f = merge_callable(dynamic, static)
@@ -72,7 +76,6 @@ def _run(
         c_next, recs = jax.lax.scan(one, c, None, length=save_every)
         return c_next, jax.tree.map(lambda r: r[0], recs)
 
-    stalls = jnp.zeros(x.shape[:1], jnp.int32)
     start: tuple[jax.Array, ...] = (x, keys, stalls)
     carry, saved = jax.lax.scan(block, start, None, length=steps // save_every)
     _, last = one(carry, None)
@@ -91,12 +94,15 @@ def gradient_baseline(
     select: Select = None,
     bounds: tuple[Any, Any] | None = None,
     save_every: int = 1,
+    progress: bool = False,
+    label: str = "baseline",
 ) -> Trajectory:
     """Gradient-plus-noise walk from x0 (n, d) or (B, n, d); returns a Trajectory.
 
     ``step_size``: delta per selected token, a scalar or an array broadcastable to (B, m)
     (m selected tokens per item, in increasing position order). ``direction``: "stay"
-    climbs the original class probability, "leave" descends it.
+    climbs the original class probability, "leave" descends it. The walk runs in a few equal
+    compiled chunks, so that ``progress`` can show a bar named ``label``.
     """
     if direction not in ("stay", "leave"):
         raise ValueError(f"direction={direction!r} is not supported; expected 'stay' or 'leave'")
@@ -111,12 +117,25 @@ def gradient_baseline(
         raise ValueError("step_size must be finite and non-negative")
     target = jnp.argmax(state.anchor, axis=1)
     inputs = (problem.args, problem.index, problem.valid, problem.lo, problem.hi)
-    (x_end, keys_end, stalls_end), saved = _run(
-        problem.dynamic, x, state.key, target, jnp.asarray(delta, x.dtype), inputs,
-        jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype), static=problem.static, steps=steps,
-        save_every=save_every,
-    )
-    fields = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in saved.items()}
+    blocks = steps // save_every
+    per_chunk = max(d for d in range(1, min(blocks, _CHUNK_BLOCKS) + 1) if blocks % d == 0)
+    carry: tuple[jax.Array, ...] = (x, state.key, jnp.zeros(x.shape[:1], jnp.int32))
+    pieces = []
+    with tqdm(total=steps, disable=not progress, unit="it", desc=label, leave=False, postfix="compiling") as bar:
+        for done in range(0, blocks, per_chunk):
+            carry, saved = _run(
+                problem.dynamic, *carry, target, jnp.asarray(delta, x.dtype), inputs,
+                jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype), static=problem.static,
+                steps=per_chunk * save_every, save_every=save_every,
+            )
+            last = done + per_chunk == blocks
+            # each chunk also records its end point, which the next chunk records as its start
+            pieces.append({k: np.asarray(v if last else v[:-1]) for k, v in saved.items()})
+            if done == 0:
+                bar.set_postfix_str("", refresh=False)
+            bar.update(per_chunk * save_every)
+    x_end, keys_end, stalls_end = carry
+    fields = {k: np.moveaxis(np.concatenate([p[k] for p in pieces]), 0, 1) for k in pieces[0]}
     # the baseline has no step controller, corrector or goal: those records are blank
     saved_points = fields["y"].shape[1]
     blank = {"h": np.nan, "drift": np.nan, "error": np.nan, "corrections": 0, "rejected": 0, "arc_length": np.nan,

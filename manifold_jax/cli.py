@@ -270,6 +270,9 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
             raise CliError(f"--image {path}: file not found")
         items.append(ImageFile(path))
         sources.append(f"--image {path}")
+    if len(args.text) >= 3 and all(len(t.split()) == 1 for t in args.text):
+        warnings.warn(f"--text got {len(args.text)} one-word texts ({_short(' '.join(args.text))!r}), explored as "
+                      "separate inputs; quote a sentence to explore it as one: --text \"...\"", stacklevel=1)
     for text in args.text:
         if not text.strip():
             raise CliError(f"--text {text!r}: the text is empty")
@@ -391,7 +394,7 @@ def _explore(args: argparse.Namespace) -> None:
                 _interrupted(out)
             raise
     if not args.no_report:
-        build_report(out)
+        build_report(out, progress=not args.quiet)
 
 
 def _user_path(flag: str, value: str) -> Path:
@@ -412,7 +415,8 @@ def _interrupted(out: Path) -> NoReturn:
 def _report(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
 
-    build_report(_user_path("DIR", args.directory), figures=not args.no_figures, partial=args.partial)
+    build_report(_user_path("DIR", args.directory), figures=not args.no_figures, partial=args.partial,
+                 progress=sys.stderr.isatty())
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -446,7 +450,7 @@ def _demo(args: argparse.Namespace) -> None:
     for name, spec in studies.items():
         print(f"== {name}: {spec.model}")
         run_study(spec, out / name, overwrite=args.overwrite, progress=not args.quiet)
-        build_report(out / name)
+        build_report(out / name, progress=not args.quiet)
     print(f"demo written to {out}/ (images/ and text/: report.html, report.md, figures/*.png)")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from manifold_jax._xla import jit
 from manifold_jax.models.base import Context, ExplorableModel
@@ -59,10 +60,12 @@ def _tile(ctx: Context, times: int) -> Context:
     return {k: jnp.repeat(jnp.asarray(v), times, axis=0) for k, v in ctx.items()}
 
 
-def interpret(model: ExplorableModel, points: Any, ctx: Context, chunk: int = 64) -> Interpretation:
+def interpret(model: ExplorableModel, points: Any, ctx: Context, chunk: int = 64, *, progress: bool = False,
+              label: str = "decoding") -> Interpretation:
     """Decode and re-predict every saved point: points (B, S, n, d), ctx batched (B, ...).
 
-    Points go through the model in chunks of ``chunk`` (item, point) pairs.
+    Points go through the model in chunks of ``chunk`` (item, point) pairs; ``progress`` shows a
+    bar named ``label`` over the points.
     """
     points = np.asarray(points)
     if points.ndim != 4:
@@ -71,12 +74,14 @@ def interpret(model: ExplorableModel, points: Any, ctx: Context, chunk: int = 64
     flat = points.reshape(b * s, *points.shape[2:])
     tiled = _tile(ctx, s)
     decoded, logits = [], []
-    for start in range(0, b * s, chunk):
-        part = slice(start, start + chunk)
-        sub = {k: v[part] for k, v in tiled.items()}
-        dec = np.asarray(model.decode(jnp.asarray(flat[part]), sub))
-        decoded.append(dec)
-        logits.append(predict(model, reembed(model, dec, sub), sub))
+    with tqdm(total=b * s, disable=not progress, unit="point", desc=label, leave=False) as bar:
+        for start in range(0, b * s, chunk):
+            part = slice(start, start + chunk)
+            sub = {k: v[part] for k, v in tiled.items()}
+            dec = np.asarray(model.decode(jnp.asarray(flat[part]), sub))
+            decoded.append(dec)
+            logits.append(predict(model, reembed(model, dec, sub), sub))
+            bar.update(len(dec))
     inputs = np.concatenate(decoded)
     return Interpretation(
         inputs=inputs.reshape(b, s, *inputs.shape[1:]),

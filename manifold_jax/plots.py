@@ -25,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
 
 _MARKERS = "o^sDv<>pP*Xh"
 _COLOURS = plt.get_cmap("tab10")(np.arange(10))
@@ -233,6 +235,10 @@ def importance_figure(
         ax.set_ylim(0, 1)
         ax.axis("off")
         ax.set_title("largest pullback eigenvalue per token (grey: not explorable, red: explored)", fontsize=8)
+        # the words are coloured along the first 85 % of inferno (its top is too light for white text)
+        shown_cmap = ListedColormap(cmap(np.linspace(0.0, 0.85, 256)))
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, float(top)), shown_cmap), ax=ax, fraction=0.03, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

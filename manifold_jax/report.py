@@ -1,6 +1,6 @@
 """Metrics, figures and a readable summary for a finished study directory.
 
-Writes ``metrics.json`` (every metric of DESIGN section 6 per input and algorithm, the
+Writes ``metrics.json`` (every metric of docs/method.md section 9 per input and algorithm, the
 gradient baseline's, and their means), ``figures/*.png`` and ``report.md`` (a table of
 the paper's Table-1 metrics; for image models the decoded images and what changed; for
 text models every decoded sentence with its own re-prediction beside a verified real
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from manifold_jax import analysis
 from manifold_jax.report_html import write_report_html
@@ -56,16 +57,14 @@ def study_metrics(study: Study) -> dict[str, Any]:
     for b, source in enumerate(study.spec.inputs):
         entry: dict[str, Any] = {"input": str(source)}
         for algorithm, traj in study.trajectories.items():
-            timing = study.timing.get(algorithm, {})
-            seconds = timing.get("seconds_per_iteration")
+            seconds, run_iterations = _time_run(study.timing.get(algorithm, {}), study.spec.steps)
             interp = study.interpretations.get(algorithm)
             simec = study.trajectories.get("simec") if algorithm == "simexp" else None
             entry[algorithm] = analysis.summarize(
                 logits=traj.y[b], points=traj.x[b], token_mask=select[b],
                 points_simec=None if simec is None else simec.x[b],
                 interpretation_logits=None if interp is None else interp.logits[b],
-                total_seconds=None if seconds is None else seconds * study.spec.steps,
-                iterations=study.spec.steps,
+                total_seconds=seconds, iterations=run_iterations,
             )
             targets = study.inputs.get("target")
             entry[algorithm]["path"] = analysis.path_summary(
@@ -81,6 +80,18 @@ def study_metrics(study: Study) -> dict[str, Any]:
                 )
         per_input.append(entry)
     return {"spec": json.loads(study.spec.to_json()), "inputs": per_input, "means": _means(per_input)}
+
+
+def _time_run(timing: dict[str, Any], steps: int) -> tuple[float | None, int]:
+    """Seconds and iterations of a run's timing.json, compilation apart: the iterations it ran (a walk
+    stopped early ran fewer than the study's steps); files without them give seconds per iteration x steps."""
+    seconds, iterations = timing.get("seconds"), timing.get("iterations")
+    if isinstance(seconds, (int, float)) and isinstance(iterations, int) and iterations > 0 and math.isfinite(seconds):
+        return float(seconds), iterations
+    per_iteration = timing.get("seconds_per_iteration")
+    if not isinstance(per_iteration, (int, float)) or not math.isfinite(per_iteration):
+        return None, steps
+    return float(per_iteration) * steps, steps
 
 
 def _path_line(path: dict[str, Any], labels: tuple[str, ...]) -> str:
@@ -138,6 +149,7 @@ def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
 
 def build_report(
     path: str | Path, *, figures: bool = True, partial: bool = False, echo: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Compute metrics, draw figures and write report.md and report.html for the study at ``path``.
 
@@ -145,7 +157,8 @@ def build_report(
     ``partial``, which reports the finished ones and says which are missing. For text models
     the decoded sentences at the snapshot iterations are projected onto verified real
     sentences first (``<algorithm>/projection.json``, computed once). Every file is written
-    atomically and recorded in the study's manifest.
+    atomically and recorded in the study's manifest. ``progress`` shows bars for the sentence search
+    and the decoding of the baselines.
     """
     path = study_root(path)
     study = load_study(path)
@@ -159,7 +172,7 @@ def build_report(
     remove_temporaries(out)  # leftovers of a report that was killed while writing
     files = StudyFiles(out)
     model = load_model(study.spec) if study.inputs.get("raw") is None else None
-    projections = _cached_projections(study, model, files, echo) if model is not None else {}
+    projections = _cached_projections(study, model, files, echo, progress) if model is not None else {}
     for algorithm, per_input in projections.items():
         for entry, record in zip(metrics["inputs"], per_input, strict=True):
             entry[algorithm]["projection"] = projection_summary(record)
@@ -167,7 +180,7 @@ def build_report(
     if figures:
         _draw(study, model, files, projections)
     files.write_text("report.md", _markdown(study, metrics, projections))
-    write_report_html(study, metrics, out / "report.html", model=model)
+    write_report_html(study, metrics, out / "report.html", model=model, projections=projections, progress=progress)
     files.manifest.record(out / "report.html")
     echo(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(study.spec.inputs)} inputs, "
          f"{', '.join(study.trajectories)})")
@@ -185,18 +198,28 @@ def report_points(saved: int) -> list[int]:
 
 
 def study_projections(
-    study: Study, model: Any, algorithm: str, saved: list[int], config: Any = None
+    study: Study, model: Any, algorithm: str, saved: list[int], config: Any = None, *, progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Decoded and verified real sentences at the saved points ``saved`` of every input of one
     exploration (JSON-ready): per input a dict with ``points`` (one record per saved point,
     goal "match": the class and probabilities of the explored embedding there) and, for
-    SiMExp, ``away`` (goal: any class but the original, from the last saved point)."""
+    SiMExp, ``away`` (goal: any class but the original, from the last saved point). ``progress``
+    shows a bar over the points searched."""
     from manifold_jax.text_projection import Goal, project_points
 
     traj = study.trajectories[algorithm]
     ctx = study.context
     out = []
-    for b in range(len(study.spec.inputs)):
+    inputs = len(study.spec.inputs)
+    total = inputs * (len(saved) + (algorithm == "simexp"))
+    bar = tqdm(total=total, disable=not progress, unit="point", desc=f"{algorithm} verified sentences", leave=False,
+               postfix="compiling")
+
+    def searched() -> None:
+        bar.set_postfix_str("", refresh=False)
+        bar.update(1)
+
+    for b in range(inputs):
         item = {k: v[b] for k, v in ctx.items()}
         probs = analysis.softmax(traj.y[b])
         goals = [Goal.match(probs[s]) for s in saved]
@@ -206,7 +229,8 @@ def study_projections(
             chosen.append(len(traj.iteration) - 1)
         interp = study.interpretations.get(algorithm)
         found = project_points(model, traj.x[b, chosen], item, goals, config, positions=study.inputs["select"][b],
-                               decoded=None if interp is None else interp.inputs[b, chosen])
+                               decoded=None if interp is None else interp.inputs[b, chosen],
+                               on_point=searched)
 
         entry: dict[str, Any] = {
             "points": [_record(model, r, s, traj, probs, item) for r, s in zip(found, saved, strict=False)]
@@ -214,6 +238,7 @@ def study_projections(
         if algorithm == "simexp":
             entry["away"] = _record(model, found[-1], len(traj.iteration) - 1, traj, probs, item)
         out.append(entry)
+    bar.close()
     return out
 
 
@@ -266,7 +291,7 @@ def projection_summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cached_projections(
-    study: Study, model: Any, files: StudyFiles, echo: Callable[[str], None]
+    study: Study, model: Any, files: StudyFiles, echo: Callable[[str], None], progress: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """The projections of every exploration, from ``<algorithm>/projection.json`` when it holds the
     report's saved points (a resume that adds steps removes it), else computed and written."""
@@ -279,7 +304,7 @@ def _cached_projections(
             out[algorithm] = cached
             continue
         echo(f"{algorithm}: verified real sentences at {len(saved)} saved points per input")
-        out[algorithm] = study_projections(study, model, algorithm, saved)
+        out[algorithm] = study_projections(study, model, algorithm, saved, progress=progress)
         files.write_text(rel, json.dumps({"saved": saved, "inputs": out[algorithm]}, indent=1))
     return out
 
@@ -339,7 +364,7 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
         ))
         if projections:
             files.write_with(f"figures/input{b:02d}_sentences.png", functools.partial(
-                sentence_figure, title=f"{name}: verified real sentences", labels=labels,
+                sentence_figure, title=f"Verified real sentences near {name}", labels=labels,
                 rows=_sentence_rows(projections, b, labels),
             ))
 

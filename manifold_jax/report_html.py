@@ -32,6 +32,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED
 from manifold_jax.study import Study, atomic, load_model, study_root
 
 MAX_FRAMES = 101
@@ -41,10 +42,95 @@ saved at every step (about 2.5 kB per input, run and point for a 28x28 image).""
 DIFFERENCE_LEVELS = 65
 """Colours of the signed difference images: -scale .. 0 .. +scale in 64 equal steps."""
 
+RUN_TITLES = {"simec": "SiMEC", "simexp": "SiMExp", "counterfactual": "counterfactual"}
+"""How the page names the runs (baselines: "baseline of <title>")."""
+
+STATUS_BITS = (("stalled", STALLED), ("not finite", NONFINITE), ("unconverged", UNCONVERGED),
+               ("rejected", REJECTED), ("stopped", STOPPED))
+"""The status bits of a step (manifold_jax.explore.iteration) as the page names them."""
+
+RECORD_LABELS = {
+    "step": "step size",
+    "eigenvalue": "metric along the step's direction",
+    "status": "step status",
+    "stalls": "steps that stood still so far",
+    "h": "step length",
+    "drift": "change of the outputs from the input's (max |Δ|)",
+    "error": "step error estimate",
+    "corrections": "corrector iterations",
+    "rejected": "rejected steps so far",
+    "distance": "distance from the input |x − x0|",
+    "arc_length": "distance walked",
+    "goal_distance": "distance to the goal",
+}
+"""Readable names of a trajectory's per-point records (the field names of manifold_jax.explore.Trajectory)."""
+
+METRIC_LABELS = {
+    "iterations_saved": "saved points",
+    "classes": "classes",
+    "original_class": "class at the start",
+    "final_class": "class at the end",
+    "prediction_changes": "prediction changes",
+    "original_class_probability": "probability of the start's class",
+    "top_class_probability": "probability of the top class",
+    "ranking_inversions_total": "class-ranking changes",
+    "ranking_spearman_mean": "mean Spearman correlation of the class ranking with the start's",
+    "explored_volume.variance": "explored volume: variance kept",
+    "explored_volume.log_volume": "explored volume: log volume",
+    "explored_volume.volume": "explored volume",
+    "volume_ratio.rho_v": "ρ_V, volume ratio SiMExp / SiMEC",
+    "volume_ratio.log10_rho_v": "log10 ρ_V",
+    "volume_ratio.geometric_mean": "volume ratio: geometric mean over tokens",
+    "volume_ratio.log10_product_over_tokens": "volume ratio: log10 of the product over tokens",
+    "interpretation.wasserstein1_01_mean": "decoded input: mean W1 distance of its prediction to the embedding's",
+    "interpretation.prediction_agreement": "decoded input: agreement with the embedding's class",
+    "interpretation.prediction_changes": "decoded input: prediction changes",
+    "interpretation.catch_up.window": "decoded input: catch-up window (saved points)",
+    "interpretation.catch_up.n_changes": "decoded input: embedding class changes to catch up with",
+    "interpretation.catch_up.n_caught_up": "decoded input: class changes caught up",
+    "interpretation.catch_up.fraction": "decoded input: fraction caught up",
+    "interpretation.top_probability_pearson": "decoded input: correlation of its confidence with the embedding's",
+    "timing.total_seconds": "time of the iterations (s, compilation apart)",
+    "timing.iterations": "iterations run",
+    "timing.tokens": "explored tokens",
+    "timing.seconds_per_iteration_per_token": "seconds per iteration and token",
+    "path.distance_walked": "distance walked",
+    "path.distance_from_x0": "distance from the input at the end",
+    "path.max_drift": "largest change of the outputs from the input's",
+    "path.accepted_steps": "accepted steps",
+    "path.rejected_steps": "rejected steps",
+    "path.unconverged_points": "saved points above the corrector's tolerance",
+    "path.stop_iteration": "stopped at iteration",
+    "path.stop_distance_from_x0": "distance from the input where it stopped",
+    "path.stop_class": "class where it stopped",
+    "path.target": "target class",
+    "path.reached_target": "reached the target",
+    "projection.points": "verified sentences: points searched",
+    "projection.decoded_agreement": "decoded sentence: agreement with the embedding's class",
+    "projection.verified_agreement": "verified sentence: agreement with the embedding's class",
+    "projection.decoded_wasserstein1_01_mean": "decoded sentence: mean W1 distance to the embedding's prediction",
+    "projection.verified_wasserstein1_01_mean": "verified sentence: mean W1 distance to the embedding's prediction",
+    "projection.largest_probability_change_from_start": "verified sentences: largest probability change",
+    "projection.away.found": "a verified sentence in another class",
+    "projection.away.class": "its class",
+    "rho_v": "ρ_V, volume ratio SiMExp / SiMEC",
+    "interpretation_agreement": "decoded input: agreement with the embedding's class",
+    "wasserstein1_01_mean": "decoded input: mean W1 distance of its prediction to the embedding's",
+    "inputs_keeping_prediction": "inputs keeping their prediction",
+    "inputs_changing_ranking": "inputs changing a class ranking",
+}
+"""Readable names of the metrics (the keys of metrics.json, nested ones joined with '.'); a key not listed is
+shown with its underscores and dots as spaces."""
+
+CLASS_METRICS = ("original_class", "final_class", "path.stop_class", "path.target", "projection.away.class")
+"""Metrics whose value is a class index: the page shows the class's label."""
+
 RUN_DESCRIPTIONS = {
     "simec": "SiMEC (Algorithm 1): each step follows a null direction of the pullback metric, so the prediction "
              "should stay put.",
     "simexp": "SiMExp (Algorithm 2): each step follows a direction the metric sees, so the prediction should move.",
+    "counterfactual": "Counterfactual: SiMExp toward a chosen class along the smallest input change, stopped where "
+                      "the prediction changes.",
 }
 _TRAJECTORY_SKIP = ("x", "y", "iteration", "final")
 
@@ -139,21 +225,46 @@ def _rounded(values: Any, digits: int = 6) -> Any:
     return clean(listed)
 
 
-def flat_scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The scalar entries of a (nested) metrics dict, nested keys joined with '.'; per-point series and per-token
-    lists are left out (the page draws the series)."""
+def flat_scalars(metrics: dict[str, Any], prefix: str = "", max_text: int = 40) -> dict[str, Any]:
+    """The scalar entries of a (nested) metrics dict, nested keys joined with '.'; per-point series, per-token
+    lists and texts longer than ``max_text`` characters (sentences: the page shows them elsewhere) are left out."""
     out: dict[str, Any] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flat_scalars(value, name + "."))
+            out.update(flat_scalars(value, name + ".", max_text))
         elif isinstance(value, (bool, np.bool_)):
             out[name] = bool(value)
         elif isinstance(value, (int, float, np.integer, np.floating)):
             out[name] = float(value) if np.isfinite(value) else None
-        elif isinstance(value, str):
+        elif isinstance(value, str) and len(value) <= max_text:
             out[name] = value
     return out
+
+
+def readable_metrics(flat: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """Flat metrics (:func:`flat_scalars`) under readable names (METRIC_LABELS), class indices as their labels."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in CLASS_METRICS and isinstance(value, float) and value.is_integer() and 0 <= value < len(labels):
+            value = labels[int(value)]
+        elif key == "path.stop_iteration" and value == -1:
+            value = "did not stop"
+        out[METRIC_LABELS.get(key, key.replace("_", " ").replace(".", ": "))] = value
+    return out
+
+
+def status_names(status: int) -> str:
+    """A step's status bits in words ("ok" for none): "stopped", "rejected, unconverged", ..."""
+    named = [name for name, bit in STATUS_BITS if status & bit]
+    return ", ".join(named) if named else "ok"
+
+
+def run_title(name: str) -> str:
+    """The page's name of a run: "SiMEC", "counterfactual", "baseline of SiMExp"."""
+    if name.startswith("baseline_"):
+        return "baseline of " + run_title(name[len("baseline_"):])
+    return RUN_TITLES.get(name, name)
 
 
 def _runs(study: Study) -> dict[str, Any]:
@@ -175,10 +286,11 @@ def _description(name: str) -> str:
 
 
 def _per_point_records(traj: Any, b: int, frames: np.ndarray) -> dict[str, list[Any]]:
-    """Every numeric per-point field of a trajectory other than x and y (step sizes, eigenvalues, status, ...):
-    (S,) values as they are, (S, ...) ones as their mean over the trailing axes."""
+    """Every per-point record of a trajectory other than x and y under its readable name (RECORD_LABELS): (S,)
+    values as they are, (S, ...) ones as their mean over the trailing axes ("(mean over blocks)"), the status
+    bits named; records that are nowhere finite (what a run does not compute) are left out."""
     fields = [f.name for f in dataclasses.fields(traj)] if dataclasses.is_dataclass(traj) else list(vars(traj))
-    out = {}
+    out: dict[str, list[Any]] = {}
     saved = len(traj.iteration)
     for name in fields:
         if name in _TRAJECTORY_SKIP:
@@ -188,18 +300,48 @@ def _per_point_records(traj: Any, b: int, frames: np.ndarray) -> dict[str, list[
             continue
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
             continue
+        label = RECORD_LABELS.get(name, name.replace("_", " "))
+        if name == "status":
+            out[label] = [status_names(int(v)) for v in value[b, frames]]
+            continue
         v = value[b, frames].astype(np.float64)
         if v.ndim > 1:
             with np.errstate(all="ignore"):
                 finite = np.where(np.isfinite(v), v, np.nan).reshape(len(frames), -1)
                 v = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in finite])
-            name = f"{name} (mean)"
-        out[name] = _rounded(v, 4)
+            label += " (mean over blocks)"
+        if np.isfinite(v).any():
+            out[label] = _rounded(v, 4)
     return out
 
 
-def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.ndarray], model: Any) -> tuple[
-        dict[str, Any], str | None]:
+def verified_sentences(record: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """The rows the page shows for one input's projection record (:func:`manifold_jax.report.study_projections`):
+    per projected point its iteration, the verified sentence's words with the changed ones flagged and its own
+    probabilities, or (none found) the decoded sentence's, flagged unverified; SiMExp's sentence in another class
+    last."""
+    rows = []
+    for point in [*record.get("points", []), *([record["away"]] if "away" in record else [])]:
+        verified, decoded = point["verified"], point["decoded"]
+        shown = verified if verified["found"] else decoded
+        probs = np.asarray(shown["probs"], np.float64)
+        top = int(np.argmax(probs))
+        rows.append({
+            "iteration": int(point["iteration"]),
+            "goal": point["goal"],
+            "found": bool(verified["found"]),
+            "words": [[str(w), bool(c)] for w, c in shown["words"]],
+            "top": labels[top] if top < len(labels) else str(top),
+            "p": float(f"{probs[top]:.4g}"),
+            "embedding_top": labels[int(np.argmax(point["embedding_probs"]))],
+            "changes": int(verified.get("changes", 0)),
+            "tried": int(verified.get("sentences_tried", 0)),
+        })
+    return rows
+
+
+def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.ndarray], model: Any,
+                      progress: bool = False) -> tuple[dict[str, Any], str | None]:
     """Decoded inputs and their logits (B, F, ...) at the shown frames of every run: the study's interpretation
     where it has one, else decoded now with the model (Algorithm 3). Also a note when the model is unavailable."""
     decoded: dict[str, Any] = {}
@@ -218,7 +360,8 @@ def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.n
         elif model is not None:
             from manifold_jax.interpret import interpret
 
-            interp = interpret(model, runs[name].x[:, f], {k: jnp.asarray(v) for k, v in study.context.items()})
+            interp = interpret(model, runs[name].x[:, f], {k: jnp.asarray(v) for k, v in study.context.items()},
+                               progress=progress, label=f"{run_title(name)}: decoding")
             decoded[name] = (interp.inputs, interp.logits)
     return decoded, note
 
@@ -238,11 +381,14 @@ def image_frames(decoded: np.ndarray, original: np.ndarray) -> dict[str, Any]:
     }
 
 
-def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_frames: int = MAX_FRAMES) -> dict[str, Any]:
+def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_frames: int = MAX_FRAMES, *,
+              projections: dict[str, list[dict[str, Any]]] | None = None, progress: bool = False) -> dict[str, Any]:
     """The JSON the page renders: study settings, and per input and run the shown frames (see the module doc).
 
     ``model`` is needed for text studies (its tokenizer names the tokens) and for runs without a saved
-    interpretation (they are decoded here); it is loaded from the study's spec when missing.
+    interpretation (they are decoded here, with a progress bar when ``progress``); it is loaded from the
+    study's spec when missing. ``projections``: a text study's verified sentences per run and input
+    (:func:`manifold_jax.report.study_projections`), shown beside the decoding.
     """
     from manifold_jax.plots import project_trajectories
 
@@ -255,7 +401,7 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
     if modality == "text" and model is None:
         model = load_model(spec)
     frames = {name: frame_indices(len(traj.iteration), max_frames) for name, traj in runs.items()}
-    decoded, note = _decoded_for_runs(study, runs, frames, model)
+    decoded, note = _decoded_for_runs(study, runs, frames, model, progress)
     k = next(iter(runs.values())).y.shape[-1]
     labels = list(spec.labels) if len(spec.labels) == k else [str(c) for c in range(k)]
     select = study.inputs["select"]
@@ -290,8 +436,10 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
                 "probabilities": _rounded(softmax(traj.y[b, f])),
                 "xy": _rounded(projected[name], 5),
                 "records": _per_point_records(traj, b, f),
-                "metrics": flat_scalars(metrics["inputs"][b].get(name, {})),
+                "metrics": readable_metrics(flat_scalars(metrics["inputs"][b].get(name, {})), labels),
             }
+            if projections and name in projections:
+                run["verified"] = verified_sentences(projections[name][b], labels)
             if name in decoded:
                 images_or_ids, logits = decoded[name]
                 run["decoded_probabilities"] = _rounded(softmax(logits[b]))
@@ -309,9 +457,9 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
         "labels": labels,
         "spec": spec.settings(),
         "timing": study.timing,
-        "means": {name: flat_scalars(row) for name, row in metrics.get("means", {}).items()},
+        "means": {name: readable_metrics(flat_scalars(row), labels) for name, row in metrics.get("means", {}).items()},
         "runs": [
-            {"name": name, "description": _description(name), "saved": saved[name],
+            {"name": name, "title": run_title(name), "description": _description(name), "saved": saved[name],
              "iterations": [int(i) for i in traj.iteration[frames[name]]]}
             for name, traj in runs.items()
         ],
@@ -348,10 +496,12 @@ def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_report_html(study: Study, metrics: dict[str, Any], path: str | os.PathLike[str], *, model: Any = None,
-                      max_frames: int = MAX_FRAMES) -> Path:
-    """Build the page for ``study`` (metrics from :func:`manifold_jax.report.study_metrics`) and write it
-    atomically to ``path``."""
-    return write_atomically(path, render_page(page_data(study, metrics, model, max_frames)))
+                      max_frames: int = MAX_FRAMES, projections: dict[str, list[dict[str, Any]]] | None = None,
+                      progress: bool = False) -> Path:
+    """Build the page for ``study`` (metrics from :func:`manifold_jax.report.study_metrics`, a text study's
+    verified sentences from :func:`manifold_jax.report.study_projections`) and write it atomically to ``path``."""
+    data = page_data(study, metrics, model, max_frames, projections=projections, progress=progress)
+    return write_atomically(path, render_page(data))
 
 
 # --------------------------------------------------------------------------- view

@@ -1,4 +1,4 @@
-"""Real sentences near an explored text embedding, verified by the model (DESIGN section 10).
+"""Real sentences near an explored text embedding, verified by the model (docs/method.md section 8).
 
 An explored point x (n, d) of a text model is a point of embedding space that no token
 sequence need reach; its nearest-token decoding (Algorithm 3) is a real sentence, but the
@@ -29,6 +29,7 @@ unordered), i.e. the total variation (see :func:`manifold_jax.analysis.wasserste
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -427,21 +428,25 @@ def project_points(
     *,
     positions: Any = None,
     decoded: Any = None,
+    on_point: Callable[[], None] | None = None,
 ) -> list[ProjectedSentence]:
     """:func:`project_sentence` at several explored points (S, n, d) of ONE item, one goal each;
     the first-order tables of all points come from one compiled program. ``decoded``: the
-    points' decoded token ids (S, n) when known (a study's interpretation)."""
+    points' decoded token ids (S, n) when known (a study's interpretation). ``on_point()`` runs
+    after each point's search (for a progress bar)."""
     pts = np.asarray(points)
     if pts.ndim != 3 or pts.shape[0] != len(goals):
         raise ValueError(f"points must be (S, n, d) with one goal per point, got {pts.shape} and {len(goals)} goals")
     cfg = config or ProjectionConfig()
     tables = first_order_changes(model, pts, ctx)
     allowed = _allowed(model, cfg)
-    return [
-        project_sentence(model, pts[s], ctx, goals[s], cfg, positions=positions, table=tables[s], allowed=allowed,
-                         decoded=None if decoded is None else np.asarray(decoded)[s])
-        for s in range(pts.shape[0])
-    ]
+    found = []
+    for s in range(pts.shape[0]):
+        found.append(project_sentence(model, pts[s], ctx, goals[s], cfg, positions=positions, table=tables[s],
+                                      allowed=allowed, decoded=None if decoded is None else np.asarray(decoded)[s]))
+        if on_point is not None:
+            on_point()
+    return found
 
 
 def changed_words(model: Any, ids: Any, original_ids: Any, attention_mask: Any) -> list[tuple[str, bool]]:

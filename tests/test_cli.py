@@ -118,6 +118,24 @@ def test_an_input_of_the_wrong_kind_names_the_model_kind(workdir: Path, capsys: 
     assert not (workdir / "o").exists()
 
 
+def test_a_mistyped_model_names_the_embedded_ones(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails(["explore", "--model", "mnist_vit", "--mnist", "3", "--out", "o"], capsys,
+                 "embedded models: mnist-vit, minilm-topics. Did you mean 'mnist-vit'?")
+    assert err.count("(") == err.count(")"), err
+
+
+def test_an_unquoted_sentence_is_warned_about(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
+    """--text The striker scored twice. gives four one-word texts: one warning line says so (the image
+    model then refuses them, which ends the command early)."""
+    with pytest.raises(SystemExit):
+        main(["explore", "--model", tiny_vit, "--text", "The", "striker", "scored", "twice.", "--out", "o"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "warning: --text got 4 one-word texts ('The striker scored twice.')" in err[0], err
+    with pytest.raises(SystemExit):
+        main(["explore", "--model", tiny_vit, "--text", "One sentence.", "Another one.", "--out", "o"])
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_select_must_not_repeat_a_position(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
     _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,3", "--out", "o"],
            capsys, "argument --select: '3,3' repeats position(s) 3")

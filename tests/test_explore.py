@@ -71,7 +71,7 @@ def test_box_projection_is_honoured_at_every_saved_point() -> None:
 
 
 def test_reference_threshold_reproduces_the_drift_of_an_absolute_level() -> None:
-    """DESIGN 2.3: an absolute 0.01 calls a visible direction with eigenvalue 0.005 null."""
+    """docs/method.md section 4: an absolute 0.01 calls a visible direction with eigenvalue 0.005 null."""
     d = 6
     a = jnp.zeros((2, d)).at[0, 0].set(1.0).at[1, 1].set(np.sqrt(0.005))
     f = lambda x: a @ x[0]  # noqa: E731 - one token, eigenvalues 1 and 0.005
@@ -183,6 +183,17 @@ def test_on_chunk_reports_progress_states() -> None:
                     on_chunk=lambda state, chunk: seen.append(int(state.iteration)))
     assert seen == [100, 200, 250]
     assert traj.x.shape[0] == 251
+
+
+def test_the_progress_bar_is_named_and_says_when_it_compiles(capsys: pytest.CaptureFixture[str]) -> None:
+    """The bar is up, saying "compiling", before the first chunk; ``on_compiled`` runs once, before it."""
+    f, _ = linear_map(KEY, 2, 4, 2)
+    events: list[str] = []
+    mj.simexp(f, jnp.ones((2, 4)), key=KEY, steps=20, chunk_size=10, progress=True, label="counterfactual",
+              on_compiled=lambda: events.append("compiled"), on_chunk=lambda state, chunk: events.append("chunk"))
+    err = capsys.readouterr().err
+    assert events == ["compiled", "chunk", "chunk"]
+    assert "counterfactual:" in err and "compiling" in err and "simexp" not in err, err
 
 
 # --------------------------------------------------------------------------- batches

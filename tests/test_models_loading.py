@@ -141,6 +141,30 @@ def test_local_directories_never_touch_the_hub(bert_dir: Path, monkeypatch: pyte
     assert isinstance(mm.load(bert_dir), mm.Bert)
 
 
+def test_unknown_names_name_the_embedded_models_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A near miss of an embedded name and a name that is no hub id are refused in one line naming the
+    embedded models, without contacting the hub; offline, a hub id is looked up in the local cache only."""
+    import huggingface_hub
+
+    calls: list[dict[str, object]] = []
+
+    def offline_snapshot(*args: object, **kwargs: object) -> None:
+        calls.append(kwargs)
+        raise OSError("not in the cache\n(a second line)")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline_snapshot)
+    for name in ("mnist_vit", "Minilm_Topics", "not a model!"):
+        with pytest.raises(FileNotFoundError) as err:
+            mm.load(name)
+        message = str(err.value)
+        assert "\n" not in message and "mnist-vit, minilm-topics" in message, message
+    assert calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"cannot be reached.*mnist-vit, minilm-topics") as err:
+        mm.load("some-org/some-model")
+    assert "\n" not in str(err.value) and [c["local_files_only"] for c in calls] == [True]
+
+
 def test_manifold_vit_missing_head_and_num_labels(tmp_path: Path) -> None:
     model = mm.ViT.create(mm.MNIST_VIT, jax.random.key(0), task="encoder")
     model.save(tmp_path)

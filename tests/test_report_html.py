@@ -60,13 +60,14 @@ def image_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def text_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random one-layer BERT classifier with MiniLM's tokenizer, two sentences, SiMExp only (no baseline: the
-    image study covers runs decoded by the page builder), 6 saved points."""
+    """A random one-layer BERT classifier with MiniLM's tokenizer, two sentences, SiMExp (6 saved points) and the
+    counterfactual (stopped at its flip), no baseline (the image study covers runs decoded by the page builder)."""
     root = tmp_path_factory.mktemp("html_text")
     save_random_bert(root / "model", "BertForSequenceClassification", hidden_size=16, num_hidden_layers=1,
                      num_attention_heads=2, intermediate_size=32)
     spec = StudySpec(model=str(root / "model"), inputs=("The striker scored twice.", "Parliament passed the bill."),
-                     algorithms=("simexp",), steps=10, options={"save_every": 2, "chunk_size": 10, "eta": 50.0},
+                     algorithms=("simexp", "counterfactual"), steps=10,
+                     options={"save_every": 2, "chunk_size": 10, "eta": 50.0},
                      baseline=False)
     out = run_study(spec, root / "study", progress=False, echo=lambda s: None)
     build_report(out, figures=False, echo=lambda s: None)
@@ -338,6 +339,68 @@ def test_scrubbing_a_text_study_marks_the_changed_words(browser: Any, text_study
             assert [m.text for m in marks] == changed, (b, s)
             marked_somewhere |= bool(changed)
         assert marked_somewhere, "the study changed no word: the check above saw nothing to mark"
+        _check_verified_sentences(browser, text_study, study, b)
+    _check_named_statuses_and_thumbnails(browser, study)
     assert _console_problems(browser) == []
     shot = tmp_path / "report_text.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def _check_verified_sentences(browser: Any, text_study: Path, study: Any, b: int) -> None:
+    """Beside the decoding, the verified sentences of projection.json: one row per searched point (and SiMExp's
+    sentence in another class), the row of the current point highlighted, its changed words marked and its own
+    top class and probability shown."""
+    from selenium.webdriver.common.by import By
+
+    traj = study.trajectories["simexp"]
+    record = json.loads((text_study / "simexp" / "projection.json").read_text())["inputs"][b]
+    labels = study.spec.labels
+    marks_anywhere = False
+    for point in record["points"]:
+        _set_slider(browser, int(np.flatnonzero(traj.iteration == point["iteration"])[0]))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#verified tbody tr")
+        assert len(rows) == len(record["points"]) + 1  # and the sentence in another class
+        current = browser.find_elements(By.CSS_SELECTOR, "#verified tbody tr.current")
+        assert [r.get_attribute("data-iteration") for r in current] == [str(point["iteration"])]
+        shown = point["verified"] if point["verified"]["found"] else point["decoded"]
+        marks = [m.text for m in current[0].find_elements(By.CSS_SELECTOR, "mark")]
+        assert marks == [w for w, changed in shown["words"] if changed], (b, point["iteration"])
+        top = int(np.argmax(shown["probs"]))
+        says = current[0].find_element(By.CSS_SELECTOR, "td .prediction").text.split(" ")
+        assert says[0] == labels[top] and float(says[1]) == pytest.approx(shown["probs"][top], rel=1e-3)
+        marks_anywhere |= bool(browser.find_elements(By.CSS_SELECTOR, "#verified tbody mark"))
+    away = browser.find_elements(By.CSS_SELECTOR, "#verified tbody tr")[-1]
+    assert away.get_attribute("data-found") == ("1" if record["away"]["verified"]["found"] else "0")
+    assert marks_anywhere, "no verified sentence changed a word"
+    # the metrics tables hold names and numbers, no sentence
+    for name in browser.find_elements(By.CSS_SELECTOR, "#metrics tbody th, #means tbody th"):
+        assert "_" not in name.text, name.text
+    for cell in browser.find_elements(By.CSS_SELECTOR, "#metrics td"):
+        assert len(cell.text) <= 40, cell.text
+
+
+def _check_named_statuses_and_thumbnails(browser: Any, study: Any) -> None:
+    """The step status reads as names (the counterfactual's last point: "stopped"), and a run that ended
+    earlier is shown, and labelled, at its own last point."""
+    from selenium.webdriver.common.by import By
+
+    from manifold_jax.report_html import status_names
+
+    _select(browser, "input-select", "0")
+    _select(browser, "run-select", "counterfactual")
+    cf = study.trajectories["counterfactual"]
+    for s in (0, len(cf.iteration) - 1):
+        _set_slider(browser, s)
+        rows = {r.find_element(By.TAG_NAME, "th").text: r.find_element(By.TAG_NAME, "td").text
+                for r in browser.find_elements(By.CSS_SELECTOR, "#records tbody tr")}
+        assert rows["step status"] == status_names(int(cf.status[0, s]))
+    assert rows["step status"] == "stopped"
+    stopped = {r.find_element(By.TAG_NAME, "th").text: [c.text for c in r.find_elements(By.TAG_NAME, "td")]
+               for r in browser.find_elements(By.CSS_SELECTOR, "#metrics tbody tr")}["stopped at iteration"]
+    assert stopped == ["did not stop", str(int(cf.final.stop_iteration[0]))]  # SiMExp, the counterfactual
+    _select(browser, "run-select", "simexp")
+    _set_slider(browser, len(study.trajectories["simexp"].iteration) - 1)
+    box = browser.find_element(By.CSS_SELECTOR, '#run-strip .run[data-run="counterfactual"]')
+    end = int(cf.iteration[-1])
+    assert int(box.get_attribute("data-iteration")) == end < study.spec.steps
+    assert f"ended at t = {end}:" in box.text

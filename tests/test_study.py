@@ -10,10 +10,12 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -432,17 +434,42 @@ def test_gradient_baseline_climbs_or_descends_the_original_class() -> None:
     np.testing.assert_array_equal(runs_["stay"].x[:, 0], np.broadcast_to(np.asarray(x0[0]), (11, 16)))
 
 
+def test_the_gradient_baseline_in_chunks_equals_one_chunk(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The baseline runs in compiled chunks (for its progress bar): the walk, its records and its end
+    state equal a run in one chunk; the bar is named."""
+    import manifold_jax.baseline as baseline
 
-def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, workdir: Path) -> None:
+    f, x0 = toy_classifier(jax.random.PRNGKey(7))
+    kw: dict[str, Any] = dict(key=jax.random.PRNGKey(0), steps=60, step_size=0.05, direction="leave",
+                              args=(jnp.ones((8,), bool),), select=np.arange(1, 8), save_every=3)
+    monkeypatch.setattr(baseline, "_CHUNK_BLOCKS", 6)
+    chunked = gradient_baseline(f, x0, progress=True, label="simexp baseline", **kw)  # 20 blocks in chunks of 5
+    assert "simexp baseline" in capsys.readouterr().err
+    monkeypatch.setattr(baseline, "_CHUNK_BLOCKS", 1000)
+    whole = gradient_baseline(f, x0, **kw)
+    for name in ("x", "y", "step", "status", "stalls", "distance", "iteration"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(chunked.final.x, whole.final.x)
+    np.testing.assert_array_equal(chunked.final.key, whole.final.key)
+
+
+
+def test_a_study_with_a_corrected_simec_and_a_counterfactual(
+    tiny_vit: str, workdir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """The continuation options from the command line: SiMEC with the corrector keeps its logits
     to the tolerance; the counterfactual run walks each digit to its runner-up class and stops
-    there; the report says where, and a resume of the finished study recomputes nothing."""
+    there; the run prints where, its timing counts the iterations it ran (compilation apart), the
+    report says where it stopped, and a resume of the finished study recomputes nothing."""
     out = workdir / "study"
     # every patch explored: this random one-layer ViT cannot move a digit's runner-up class far
     # enough with the top quarter alone
     flags = ["--algorithm", "simec", "--corrector", "newton", "--tol", "1e-3", "--counterfactual", "--select", "all",
              "--no-baseline", "--out", "study"]
     main(["explore", "--model", tiny_vit, *CLI_STUDY, *flags])
+    printed = capsys.readouterr().out
     build_report(out, echo=quiet)
     study = load_study(out)
     assert set(study.trajectories) == {"simec", "counterfactual"}
@@ -463,6 +490,19 @@ def test_a_study_with_a_corrected_simec_and_a_counterfactual(tiny_vit: str, work
         assert path["reached_target"] and path["stop_iteration"] == stops[b]
         assert path["stop_distance_from_x0"] == pytest.approx(float(cf.distance[b, stops[b]]), rel=1e-6)
     assert "stopped at iteration" in (out / "report.md").read_text()
+    for b, stop in enumerate(stops):
+        label = study.spec.labels[targets[b]]
+        assert re.search(rf"counterfactual: input {b} reached class ({targets[b]}|{label}) at iteration {stop}\n",
+                         printed), printed
+    # the walk ran to its last stop, not the study's 60 steps: its timing counts those iterations
+    timing = json.loads((out / "counterfactual" / "timing.json").read_text())
+    assert timing["iterations"] == stops.max() == sum(c["steps"] for c in timing["chunks"])
+    assert timing["seconds"] == pytest.approx(sum(c["seconds"] for c in timing["chunks"]))
+    assert timing["seconds_per_iteration"] == pytest.approx(timing["seconds"] / timing["iterations"])
+    assert timing["compile_seconds"] > 0
+    for entry in metrics["inputs"]:
+        assert entry["counterfactual"]["timing"]["iterations"] == stops.max()
+        assert entry["counterfactual"]["timing"]["total_seconds"] == pytest.approx(timing["seconds"])
     before = (out / "counterfactual" / "trajectory.npz").read_bytes()
     run_study(None, out, resume=True, progress=False, echo=quiet)
     assert (out / "counterfactual" / "trajectory.npz").read_bytes() == before

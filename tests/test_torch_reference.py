@@ -37,7 +37,7 @@ def _bert(attn: str = "eager", seed: int = 0) -> torch.nn.Module:
         num_labels=K,
         attn_implementation=attn,
         # wider than BERT's 0.02 so every token matters: per-token non-null eigenvalues
-        # then lie in 0.01..0.5, the range DESIGN reports for a real MiniLM classifier
+        # then lie in 0.01..0.5, the range docs/method.md section 4 reports for a real MiniLM classifier
         initializer_range=0.3,
     )
     return BertForSequenceClassification(cfg).double().eval()

@@ -1,4 +1,4 @@
-"""Metrics over one exploration run (DESIGN section 6), one module per kind of metric.
+"""Metrics over one exploration run (docs/method.md section 9), one module per kind of metric.
 
 Every function here is pure numpy over per-iteration arrays of one run, so it works on
 what the engine saves (numpy or JAX arrays alike) and needs no model. Conventions:
@@ -12,7 +12,7 @@ what the engine saves (numpy or JAX arrays alike) and needs no model. Convention
 * Bad input (wrong rank, empty arrays, NaN/inf, a probability row that does not sum to
   one) raises ``ValueError`` naming the argument.
 
-Interpretations of DESIGN section 6 that the brief leaves open, made here once:
+Interpretations of the paper's metrics that it leaves open, made here once:
 
 * **Ties.** A class pair counts as an inversion between two iterations only when the
   pair is strictly ordered in both and the order flips; a tie at either iteration is not
@@ -20,7 +20,7 @@ Interpretations of DESIGN section 6 that the brief leaves open, made here once:
 * **Explored volume.** For explored token i, the T vectors x_i(t) (d,) are centred and
   reduced by PCA to the smallest number n_i of principal components whose explained
   variance reaches the requested fraction (90 %). With r_ij = max_t y_ij(t) - min_t
-  y_ij(t) the extent of the projected cloud along component j, the DESIGN's
+  y_ij(t) the extent of the projected cloud along component j, the paper's
   ``Delta_i = (max_t x_i - min_t x_i)^(1/n)`` is read as the geometric mean of those
   extents, ``Delta_i = (prod_j r_ij)^(1/n_i)``: the edge of the n_i-dimensional cube
   with the same volume as the token's bounding box in PCA coordinates, so that tokens
@@ -70,7 +70,7 @@ from manifold_jax.analysis.interpretation import (
     total_variation,
     wasserstein1_01,
 )
-from manifold_jax.analysis.paths import path_summary
+from manifold_jax.analysis.paths import path_summary, stop_sentence
 from manifold_jax.analysis.summary import json_ready, summarize
 from manifold_jax.analysis.timing import time_per_iteration_per_token
 from manifold_jax.analysis.volume import ExploredVolume, VolumeRatio, explored_volume, mean_rho_v, volume_ratio
@@ -100,4 +100,5 @@ __all__ = [
     "summarize",
     "json_ready",
     "path_summary",
+    "stop_sentence",
 ]

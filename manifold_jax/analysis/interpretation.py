@@ -114,10 +114,20 @@ def top_probability_correlation(probs_embedding: npt.ArrayLike, probs_interpreta
 
     ``probs_*``: (T, k) probabilities. Each series is its own max_c p_t[c] (the model's
     confidence on that input); a value near 1 means decoding preserves how sure the
-    model is along the run, not only its decision.
+    model is along the run, not only its decision. NaN when either series is constant to
+    within CONSTANT_SPREAD (float32 rounding of a probability): a correlation of rounding
+    noise would be a number without meaning.
     """
     pe = as_probs(probs_embedding, "probs_embedding")
     pi = as_probs(probs_interpretation, "probs_interpretation")
     if pe.shape != pi.shape:
         raise ValueError(f"probs_interpretation: shape {pi.shape} differs from probs_embedding's {pe.shape}")
-    return pearson(pe.max(axis=1), pi.max(axis=1))
+    top_e, top_i = pe.max(axis=1), pi.max(axis=1)
+    if np.ptp(top_e) <= CONSTANT_SPREAD or np.ptp(top_i) <= CONSTANT_SPREAD:
+        return float("nan")
+    return pearson(top_e, top_i)
+
+
+CONSTANT_SPREAD = 1e-6
+"""A top-probability series whose max - min is at most this is constant (float32 resolution of p near 1:
+6e-8, with room for the softmax's own rounding)."""

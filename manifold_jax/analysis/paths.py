@@ -56,3 +56,19 @@ def path_summary(
         out["target"] = int(target)
         out["reached_target"] = bool(stop_iteration >= 0 and out.get("stop_class") == int(target))
     return out
+
+
+def stop_sentence(index: int, target: int, stop_iteration: int, stop_class: int, iterations: int,
+                  labels: tuple[str, ...] = ()) -> str:
+    """Where one counterfactual walk ended, in words: "input 2 reached class 9 at iteration 41",
+    "input 2 left its class for 7 (target 9) at iteration 41" or "input 2 did not reach class 9 in
+    1000 iterations". ``stop_iteration`` -1: no stop event fired; ``iterations``: the steps run."""
+
+    def name(c: int) -> str:
+        return f"class {labels[c]}" if c < len(labels) and labels[c] != str(c) else f"class {c}"
+
+    if stop_iteration < 0:
+        return f"input {index} did not reach {name(target)} in {iterations} iterations"
+    if stop_class == target:
+        return f"input {index} reached {name(target)} at iteration {stop_iteration}"
+    return f"input {index} left its class for {name(stop_class)} (target {name(target)}) at iteration {stop_iteration}"

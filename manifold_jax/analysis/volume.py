@@ -96,7 +96,7 @@ def _log_extents(cloud: np.ndarray, axes: np.ndarray) -> np.ndarray:
 def explored_volume(
     points: npt.ArrayLike, token_mask: npt.ArrayLike | None = None, variance: float = 0.9
 ) -> ExploredVolume:
-    """Volume of the region one run explored, per DESIGN section 6.
+    """Volume of the region one run explored, per docs/method.md section 9.
 
     ``points``: (T, n, d) explored embeddings over the run; ``token_mask``: (n,) bool,
     the explored tokens (all when None); ``variance``: fraction of each token's variance

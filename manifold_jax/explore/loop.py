@@ -259,7 +259,9 @@ def explore(
     goal: Any = None,
     devices: Devices = None,
     progress: bool = False,
+    label: str | None = None,
     on_chunk: Callable[[ExplorationState, Trajectory], None] | None = None,
+    on_compiled: Callable[[], None] | None = None,
     **options: Any,
 ) -> Trajectory:
     """Explore from x0 (n, d) / (B, n, d), or continue from an ExplorationState, for ``steps``.
@@ -272,7 +274,10 @@ def explore(
     batch over a mesh of devices (see :mod:`manifold_jax.explore.devices`); results equal a
     single-device run's. ``options`` are the fields of ExploreConfig.
     ``on_chunk(state, chunk_trajectory)`` runs after every compiled chunk (for checkpoints);
-    ``progress`` shows a progress bar. The run ends early when every item has stopped.
+    ``on_compiled()`` runs once the program is compiled and the start checked, before the
+    first chunk (so that a caller can time compilation and iterations apart). ``progress``
+    shows a progress bar named ``label`` (default: the algorithm). The run ends early when
+    every item has stopped.
     """
     cfg = ExploreConfig(algorithm=algorithm, **options)
     steps = check_count("steps", steps)
@@ -312,13 +317,22 @@ def explore(
         st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(chunk_state))
         return jax.tree.map(jnp.asarray, st), recs
 
-    _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
-    _check_start(cfg, {k: v[0] for k, v in host(state, first)[1].items()}, batched)
+    # the bar is up while the program compiles (seconds to a minute), saying so
+    bar = tqdm(total=steps, disable=not progress, unit="it", desc=label or cfg.algorithm, leave=False,
+               postfix="compiling")
+    try:
+        _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
+        _check_start(cfg, {k: v[0] for k, v in host(state, first)[1].items()}, batched)
+    except BaseException:
+        bar.close()
+        raise
+    bar.set_postfix_str("", refresh=False)
+    if on_compiled is not None:
+        on_compiled()
 
     total_blocks = steps // cfg.save_every
     done = 0
     pieces: list[dict[str, np.ndarray]] = []
-    bar = tqdm(total=steps, disable=not progress, unit="it", desc=cfg.algorithm, leave=False)
     try:
         while done < total_blocks:
             active = min(cfg.blocks_per_chunk, total_blocks - done)

@@ -23,7 +23,7 @@ from .weights import NameTable, Rule, dense_rules, norm_rules
 
 TASKS: tuple[Task, ...] = ("classification", "mlm", "encoder")
 MLM_TOP_K = 5
-"""Number of masked-LM logits the head keeps (the top-k at x0, frozen; DESIGN section 1)."""
+"""Number of masked-LM logits the head keeps (the top-k at x0, frozen; docs/method.md section 1)."""
 
 
 # ------------------------------------------------------------------------------ config

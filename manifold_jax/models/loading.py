@@ -13,8 +13,12 @@ mapped onto the flax params by each port's declarative name table.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
+import socket
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +28,7 @@ import jax.numpy as jnp
 from .bert import Bert, load_bert
 from .distilbert import MODEL_TYPE as DISTILBERT
 from .distilbert import load_distilbert
-from .embedded import embedded_path, is_embedded, unknown_name_message
+from .embedded import EMBEDDED, embedded_path, is_embedded, unknown_name_message
 from .errors import UnsupportedModelError
 from .gpt2 import GPT2, load_gpt2
 from .gpt2 import MODEL_TYPE as GPT2_TYPE
@@ -85,18 +89,28 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
 """Every model_type ``load`` dispatches on."""
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+"""What a hub id looks like: ``name`` or ``owner/name``, letters, digits, '.', '_' and '-'."""
+
+
 def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> str:
     """A local checkpoint directory: the package's directory of an embedded model name,
     ``path_or_id`` itself when it is a directory (never touching the network), else a hub
-    snapshot downloaded by ``huggingface_hub`` (needs a reachable hub). Embedded names win
-    over a local directory of the same name (write ``./mnist-vit`` for that one)."""
+    snapshot downloaded by ``huggingface_hub``. Embedded names win over a local directory of
+    the same name (write ``./mnist-vit`` for that one). A name that is no hub id, or a near
+    miss of an embedded name (``mnist_vit``), is refused without asking the hub; when the hub
+    cannot be reached (or ``HF_HUB_OFFLINE`` is set) only the local hub cache is looked at."""
     if is_embedded(path_or_id):
         return str(embedded_path(os.fspath(path_or_id)))
     path = os.fspath(path_or_id)
     if os.path.isdir(path):
         return path
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1:
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or not HUB_ID.match(path):
         raise FileNotFoundError(f"{path!r} is not a checkpoint directory; {unknown_name_message(path)}")
+    if "/" not in path and difflib.get_close_matches(path.lower().replace("_", "-"), list(EMBEDDED), n=1,
+                                                     cutoff=0.8):
+        raise FileNotFoundError(f"{path!r} is not a model name; {unknown_name_message(path)}")
+    offline = not _hub_reachable()
     try:
         from huggingface_hub import snapshot_download
 
@@ -104,12 +118,28 @@ def resolve(path_or_id: str | os.PathLike[str], revision: str | None = None) -> 
             path,
             revision=revision,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin"],
+            local_files_only=offline,
         )
     except Exception as err:  # network errors, unknown repos, missing huggingface_hub
+        why = "the hub cannot be reached and it is not in the local hub cache" if offline else (
+            f"the hub refused it: {type(err).__name__}: {' '.join(str(err).split())[:160]}")
         raise FileNotFoundError(
-            f"{path!r} is neither an embedded model, nor a local directory, nor a model that could be "
-            f"fetched from the hub ({err}); {unknown_name_message(path)}"
+            f"{path!r} is neither an embedded model nor a local directory, and {why}; {unknown_name_message(path)}"
         ) from err
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds (False when
+    ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "0") not in (
+            "", "0"):
+        return False
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def read_model_type(directory: str) -> str:

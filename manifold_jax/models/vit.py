@@ -1,6 +1,6 @@
 """Vision Transformer split at its input embeddings: the paper's ViT and the shared ViT core.
 
-The paper's ViT (DESIGN section 7): images cut into p x p patches, each flattened as
+The paper's ViT (docs/method.md section 10): images cut into p x p patches, each flattened as
 (p, p, C) and mapped by a bias-free linear layer W (p*p*C, d); a learned CLS token and
 learned position embeddings; pre-LayerNorm encoder blocks with tanh GELU; a final
 LayerNorm (our choice, as in the original ViT and HF's ViTForImageClassification); a
@@ -338,7 +338,7 @@ class ViT:
 
     # ------------------------------------------------------------------ bounds
     def bounds(self, kind: BoundsKind = "theoretical", data: Any = None) -> tuple[jax.Array, jax.Array]:
-        """Feasible box (lo, hi), each (N+1, d) (DESIGN section 4).
+        """Feasible box (lo, hi), each (N+1, d) (docs/method.md section 7).
 
         "theoretical": every pixel in [0, 1], i.e. every normalised patch feature f in
         [x_min_f, x_max_f] = [(0 - mean_c) / std_c, (1 - mean_c) / std_c]; per output
@@ -361,7 +361,7 @@ class ViT:
 
         The normalisation and the patch embedding (with its bias, HF) become part of the
         explored map, so every explored point is an image and decoding is exact
-        (DESIGN section 10). See :class:`PixelViT`."""
+        (docs/method.md section 7). See :class:`PixelViT`."""
         return PixelViT(self)
 
     # ------------------------------------------------------------------ save

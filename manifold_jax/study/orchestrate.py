@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax.analysis import stop_sentence
 from manifold_jax.baseline import gradient_baseline
 from manifold_jax.explore import ExplorationState, Trajectory, explore
 from manifold_jax.interpret import interpret
@@ -226,7 +227,8 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
              f"{int(select.sum())} selected token(s)")
         traj = _explore_checkpointed(prepared, algorithm, jax.random.fold_in(key, number), files, progress, echo)
         if algorithm == COUNTERFACTUAL:  # the baseline compares SiMEC and SiMExp with a gradient walk
-            pass
+            for line in _outcomes(traj, prepared.targets, spec.labels):
+                echo(f"{algorithm}: {line}")
         elif spec.baseline and _intact(files, f"{algorithm}/{BASELINE}", x0.shape, iterations, echo) is None:
             echo(f"{algorithm}: gradient-plus-noise baseline with the same step sizes")
             steps_taken = np.where(np.isfinite(traj.step), traj.step, 0.0)
@@ -234,11 +236,12 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
                 model.head, x0, key=jax.random.fold_in(key, 100 + number), steps=spec.steps,
                 step_size=steps_taken.mean(axis=1), direction="stay" if algorithm == "simec" else "leave",
                 args=(ctx,), select=select, bounds=box, save_every=spec.save_every,
+                progress=progress, label=f"{algorithm} baseline",
             )
             files.write_npz(f"{algorithm}/{BASELINE}", trajectory_arrays(base))
         if not _interpretation_intact(files, f"{algorithm}/{INTERPRETATION}", traj, echo):
             echo(f"{algorithm}: decoding {traj.x.shape[1]} saved points per input (Algorithm 3)")
-            interp = interpret(model, traj.x, ctx)
+            interp = interpret(model, traj.x, ctx, progress=progress, label=f"{algorithm} decoding")
             files.write_npz(f"{algorithm}/{INTERPRETATION}", {"inputs": interp.inputs, "logits": interp.logits})
 
 
@@ -305,7 +308,11 @@ def _explore_checkpointed(
                  f"{spec.steps - reached} step(s) to compute")
         elif reached:
             echo(f"{algorithm}: resuming at iteration {reached} of {spec.steps}")
-        clock: dict[str, Any] = {"last": time.perf_counter(), "times": []}
+        clock: dict[str, Any] = {"last": time.perf_counter(), "times": [], "compile": 0.0}
+
+        def on_compiled() -> None:
+            clock["compile"] = time.perf_counter() - clock["last"]
+            clock["last"] = time.perf_counter()
 
         def on_chunk(state: ExplorationState, chunk: Trajectory) -> None:
             now = time.perf_counter()
@@ -323,6 +330,7 @@ def _explore_checkpointed(
                 key=None if isinstance(start, ExplorationState) else key,
                 args=(prepared.ctx,), select=prepared.select, bounds=prepared.box, progress=progress,
                 on_chunk=on_chunk, target=prepared.targets if algorithm == COUNTERFACTUAL else None,
+                label=algorithm, on_compiled=on_compiled,
                 **spec.run_keywords(algorithm),
             )
             pieces.append(rest)
@@ -336,7 +344,7 @@ def _explore_checkpointed(
         raise RuntimeError(f"{algorithm}: the joined trajectory does not fit the study: {problem}")
     files.write_npz(f"{rel_dir}/{TRAJECTORY}", trajectory_arrays(traj))
     if not files.path(f"{rel_dir}/{TIMING}").is_file():  # a resumed run keeps its first part's timing
-        files.write_json(f"{rel_dir}/{TIMING}", _timing(clock["times"], prepared.select))
+        files.write_json(f"{rel_dir}/{TIMING}", _timing(clock["times"], clock["compile"], prepared.select))
     return traj
 
 
@@ -420,15 +428,26 @@ def _restored_state(
     return state
 
 
-def _timing(times: list[tuple[float, int]], select: np.ndarray) -> dict[str, Any]:
-    """Seconds per iteration from the chunk times, the first chunk (compilation) excluded."""
-    steady = times[1:] if len(times) > 1 else times
-    per_iteration = float(np.median([t / max(s, 1) for t, s in steady])) if steady else float("nan")
+def _timing(times: list[tuple[float, int]], compile_seconds: float, select: np.ndarray) -> dict[str, Any]:
+    """Seconds per iteration over the iterations run (a walk stopped early counts its own), compilation apart."""
+    seconds, iterations = float(sum(t for t, _ in times)), int(sum(s for _, s in times))
+    per_iteration = seconds / iterations if iterations else float("nan")
     tokens = int(select.sum())
     return {
         "seconds_per_iteration": per_iteration,
         "seconds_per_iteration_per_token": per_iteration / max(tokens, 1),
         "selected_tokens": tokens,
-        "compile_included": len(times) <= 1,
+        "iterations": iterations,
+        "seconds": seconds,
+        "compile_seconds": float(compile_seconds),
         "chunks": [{"seconds": t, "steps": s} for t, s in times],
     }
+
+
+def _outcomes(traj: Trajectory, targets: np.ndarray | None, labels: tuple[str, ...]) -> list[str]:
+    """Per input, where its counterfactual walk stopped (or that it did not)."""
+    if targets is None:
+        return []
+    stops = np.asarray(traj.final.stop_iteration)
+    return [stop_sentence(b, int(targets[b]), int(stops[b]), int(np.argmax(traj.y[b, -1])),
+                          int(traj.iteration[-1]), labels) for b in range(len(stops))]

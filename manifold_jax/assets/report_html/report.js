@@ -63,6 +63,53 @@
     });
     return out;
   }
+  function words(list) {
+    // verified sentences come as [word, changed] pairs (word pieces already joined)
+    const out = el("span", { class: "tokens" });
+    list.forEach(([word, changed], i) => {
+      if (i > 0) out.appendChild(document.createTextNode(" "));
+      out.appendChild(el(changed ? "mark" : "span", {}, word));
+    });
+    return out;
+  }
+  function title(name) { return runsByName[name] ? runsByName[name].title : name; }
+  function verifiedAt(run, it) {
+    // the last verified sentence searched at or before iteration it (the "another class" one aside)
+    let best = -1;
+    (run.verified || []).forEach((v, i) => { if (v.goal === "match" && v.iteration <= it) best = i; });
+    return best;
+  }
+  function verifiedTable(run, it) {
+    const box = el("div", { id: "verified" });
+    box.appendChild(el("span", { class: "label" }, "verified real sentences: a search over word substitutions near " +
+      "the decoded sentence, each sentence re-tokenised and re-predicted (its own probabilities); marked: words " +
+      "that differ from the original"));
+    const tableNode = el("table", { class: "verified" });
+    const head = el("tr");
+    ["iteration", "sentence", "model says"].forEach((h) => head.appendChild(el("th", {}, h)));
+    tableNode.appendChild(el("thead")).appendChild(head);
+    const body = tableNode.appendChild(el("tbody"));
+    const current = verifiedAt(run, it);
+    run.verified.forEach((v, i) => {
+      const tr = el("tr", { "data-iteration": v.iteration, "data-found": v.found ? "1" : "0" });
+      if (i === current) tr.className = "current";
+      if (!v.found) tr.classList.add("unverified");
+      tr.appendChild(el("td", { class: "num" }, v.goal === "away" ? "from " + v.iteration : String(v.iteration)));
+      const cell = el("td", { class: "words" });
+      cell.appendChild(words(v.words));
+      tr.appendChild(cell);
+      const says = el("td", { class: "says" });
+      says.appendChild(el("span", { class: "prediction" }, v.top + " " + fmt(v.p)));
+      let note = v.goal === "away" ? "a real sentence in another class" : "embedding: " + v.embedding_top;
+      if (!v.found) note = "none verified (" + v.tried + " tried): the decoded sentence, re-predicted";
+      else if (v.changes) note += "; " + v.changes + " substitution" + (v.changes > 1 ? "s" : "");
+      says.appendChild(el("div", { class: "note" }, note));
+      tr.appendChild(says);
+      body.appendChild(tr);
+    });
+    box.appendChild(tableNode);
+    return box;
+  }
   function figure(src, caption, id) {
     const fig = el("figure");
     const img = el("img", { src: src, alt: caption });
@@ -78,7 +125,7 @@
       const row = el("div", { class: "images" });
       row.appendChild(figure(input.original, "original", "original-image"));
       if (run.images) {
-        row.appendChild(figure(run.images[f], state.run + " at t = " + it, "decoded-image"));
+        row.appendChild(figure(run.images[f], title(state.run) + " at t = " + it, "decoded-image"));
         const diff = figure(run.differences[f], "decoded − original", "difference-image");
         const bar = el("div", { class: "legend-bar" });
         const s = fmt(run.difference_scale);
@@ -95,10 +142,14 @@
       box.appendChild(orig);
       if (run.decoded) {
         const dec = el("div", { class: "sentence", id: "decoded-text" });
-        dec.appendChild(el("span", { class: "label" }, state.run + " at t = " + it + " (changed words marked)"));
+        const same = run.decoded[f].every((id, i) => id === input.original[i]);
+        dec.appendChild(el("span", { class: "label" }, title(state.run) + " at t = " + it +
+          ", decoded (the nearest token to each explored embedding)" +
+          (same ? ": the same words as the original" : "; changed words marked")));
         dec.appendChild(sentence(run.decoded[f], input.original, input.select));
         box.appendChild(dec);
       }
+      if (run.verified && run.verified.length) box.appendChild(verifiedTable(run, it));
     }
     if (!run.images && !run.decoded) box.appendChild(el("p", { class: "note" }, data.note || "this run is not decoded"));
     const p = run.probabilities[f], top = argmax(p);
@@ -213,11 +264,21 @@
     const input = currentInput(), it = iterations(state.run)[state.frame], strip = clear($("run-strip"));
     data.runs.forEach((meta) => {
       const r = input.runs[meta.name], f = nearestFrame(meta.name, it), p = r.probabilities[f], top = argmax(p);
-      const box = el("div", { class: "run" + (meta.name === state.run ? " current" : ""), "data-run": meta.name });
-      box.appendChild(el("b", {}, meta.name));
-      box.appendChild(el("div", { class: "note" }, "t = " + meta.iterations[f] + ": " + label(top) + " (" + fmt(p[top]) + ")"));
-      if (r.images) box.appendChild(el("img", { src: r.images[f], alt: meta.name }));
-      if (r.decoded) box.appendChild(sentence(r.decoded[f], input.original, null));
+      const shown = meta.iterations[f], last = meta.iterations[meta.iterations.length - 1];
+      const box = el("div", { class: "run" + (meta.name === state.run ? " current" : ""), "data-run": meta.name,
+        "data-iteration": shown });
+      box.appendChild(el("b", {}, meta.title));
+      // a run that ended earlier (a counterfactual stops at its flip) shows its last point, and says so
+      const when = shown === it ? "t = " + shown : shown === last && shown < it ? "ended at t = " + shown
+        : "nearest saved point t = " + shown;
+      box.appendChild(el("div", { class: "note" }, when + ": " + label(top) + " (p = " + fmt(p[top]) + ")"));
+      if (r.images) box.appendChild(el("img", { src: r.images[f], alt: meta.title + " at t = " + shown }));
+      const v = verifiedAt(r, shown);
+      if (v >= 0 && r.verified[v].found) {
+        box.appendChild(words(r.verified[v].words));
+        box.appendChild(el("div", { class: "note" }, "verified at t = " + r.verified[v].iteration + ": " +
+          r.verified[v].top + " (p = " + fmt(r.verified[v].p) + ")"));
+      } else if (r.decoded) box.appendChild(sentence(r.decoded[f], input.original, null));
       box.addEventListener("click", () => selectRun(meta.name));
       strip.appendChild(box);
     });
@@ -239,12 +300,12 @@
     columns.forEach((c) => Object.keys(rowsOf(c) || {}).forEach((k) => { if (!keys.includes(k)) keys.push(k); }));
     const head = el("tr");
     head.appendChild(el("th", {}, "metric"));
-    columns.forEach((c) => head.appendChild(el("th", { class: c === current ? "current" : "" }, c)));
+    columns.forEach((c) => head.appendChild(el("th", { class: c === current ? "current" : "" }, title(c))));
     node.appendChild(el("thead")).appendChild(head);
     const body = node.appendChild(el("tbody"));
     keys.forEach((k) => {
       const tr = el("tr");
-      tr.appendChild(el("th", {}, k.replace(/_/g, " ")));
+      tr.appendChild(el("th", {}, k));
       columns.forEach((c) => tr.appendChild(el("td", { class: "num" + (c === current ? " current" : "") }, fmt((rowsOf(c) || {})[k]))));
       body.appendChild(tr);
     });
@@ -258,7 +319,11 @@
     const body = $("settings").tBodies[0];
     const rows = Object.entries(data.spec).filter(([k]) => k !== "inputs");
     Object.entries(data.timing || {}).forEach(([name, t]) => {
-      if (t && t.seconds_per_iteration !== undefined) rows.push([name + ": seconds per iteration", t.seconds_per_iteration]);
+      if (!t || t.seconds_per_iteration === undefined) return;
+      let text = fmt(t.seconds_per_iteration) + " s per iteration";
+      if (t.iterations !== undefined) text += " over the " + t.iterations + " iterations run";
+      if (t.compile_seconds !== undefined) text += " (compilation apart: " + fmt(t.compile_seconds) + " s)";
+      rows.push([title(name) + ": time", text]);
     });
     rows.forEach(([k, v]) => {
       const tr = el("tr");
@@ -331,15 +396,15 @@
     const spec = data.spec;
     $("summary").textContent = data.inputs.length + " input(s); " + spec.steps + " steps; eta = " + spec.eta +
       "; select = " + fmt(spec.select) + "; bounds = " + spec.bounds + "; output metric = " + spec.output_metric +
-      "; runs: " + data.runs.map((r) => r.name).join(", ") + ".";
+      "; runs: " + data.runs.map((r) => r.title).join(", ") + ".";
     const sampled = data.runs.filter((r) => r.iterations.length < r.saved);
     $("sampling").textContent = sampled.length
-      ? "Downsampled: " + sampled.map((r) => r.name + " shows " + r.iterations.length + " of its " + r.saved + " saved points").join("; ") +
+      ? "Downsampled: " + sampled.map((r) => r.title + " shows " + r.iterations.length + " of its " + r.saved + " saved points").join("; ") +
         " (evenly spread, first and last included; at most " + data.max_frames + " per run)."
       : "Every saved point is shown.";
     if (data.note) $("sampling").textContent += " Note: " + data.note + ".";
     data.inputs.forEach((input, i) => $("input-select").appendChild(el("option", { value: i }, i + ": " + input.name)));
-    data.runs.forEach((r) => $("run-select").appendChild(el("option", { value: r.name }, r.name)));
+    data.runs.forEach((r) => $("run-select").appendChild(el("option", { value: r.name }, r.title)));
     $("input-select").addEventListener("change", (e) => selectInput(Number(e.target.value)));
     $("run-select").addEventListener("change", (e) => selectRun(e.target.value));
     $("slider").addEventListener("input", (e) => { pause(); setFrame(Number(e.target.value)); });
