@@ -179,6 +179,17 @@ def _add_exploration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-baseline", action="store_true", help="skip the gradient-plus-noise baseline")
 
 
+def _add_process_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("several processes and hosts (README: Several hosts); every process runs the same "
+                             "command, process 0 writes the study")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordination service, reachable from every process")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N", help="how many processes take part")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's number, 0 to N-1")
+    g.add_argument("--cluster", action="store_true",
+                   help="join the runtime as JAX finds it (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Kubernetes)")
+
+
 def _parser() -> argparse.ArgumentParser:
     from manifold_jax.study import TASKS
 
@@ -215,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
                           "files); only --steps may change it, to continue to more steps")
     out.add_argument("--no-report", action="store_true", help="skip metrics and figures at the end")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_process_options(p)
 
     r = sub.add_parser("report", parents=[common], help="metrics and figures for a finished study",
                        description="Compute every metric, draw the figures and write report.md for a study directory.")
@@ -370,6 +382,28 @@ def _task(args: argparse.Namespace) -> str:
 
 def _explore(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
+    from manifold_jax.study import distributed
+
+    spans = distributed.initialize(args.coordinator, args.num_processes, args.process_id, cluster=args.cluster)
+    if spans and not distributed.leads():  # explore process 0's studies with it; write nothing
+        try:
+            distributed.follow()
+        except distributed.LeaderFailedError as exc:
+            raise CliError(str(exc)) from None
+        return
+    try:
+        out = _run_explore(args)
+    except BaseException:
+        if spans:
+            distributed.finish(ok=False)
+        raise
+    if spans:
+        distributed.finish(ok=True)
+    if not args.no_report:
+        build_report(out)
+
+
+def _run_explore(args: argparse.Namespace) -> Path:
     from manifold_jax.study import run_study
 
     if args.resume:
@@ -390,8 +424,7 @@ def _explore(args: argparse.Namespace) -> None:
             if (out / "spec.json").is_file():
                 _interrupted(out)
             raise
-    if not args.no_report:
-        build_report(out)
+    return out
 
 
 def _user_path(flag: str, value: str) -> Path:
