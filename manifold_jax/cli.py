@@ -77,6 +77,18 @@ def _positions(text: str) -> str | tuple[int, ...]:
     return positions
 
 
+def _mnist_indices(text: str) -> tuple[int, ...]:
+    """An index (11) or a range START:STOP (0:1000, STOP excluded)."""
+    start, sep, stop = text.partition(":")
+    try:
+        bounds = (int(start), int(stop)) if sep else (int(text), int(text) + 1)
+    except ValueError:
+        bounds = (0, 0)
+    if bounds[0] < 0 or bounds[1] <= bounds[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: an image index such as 11, or a range START:STOP such as 0:1000")
+    return tuple(range(*bounds))
+
+
 def _threshold(text: str) -> float | str:
     if text == "reference":
         return text
@@ -212,8 +224,9 @@ def _parser() -> argparse.ArgumentParser:
                         "LM such as GPT-2, lm-top5: the next-token logits of the 5 likeliest tokens at the prompt, "
                         "frozen)")
     src = p.add_argument_group("inputs (one or more, of the model's kind)")
-    src.add_argument("--mnist", type=int, nargs="+", default=[], metavar="INDEX",
-                     help="images of the shipped MNIST subset (0..4999), for image models")
+    src.add_argument("--mnist", type=_mnist_indices, nargs="+", default=[], metavar="INDEX",
+                     help="images of the shipped MNIST subset (0..4999), for image models: indices, or ranges "
+                          "START:STOP such as 0:1000 (STOP excluded)")
     src.add_argument("--image", nargs="+", default=[], metavar="FILE", help="image files of the model's size")
     src.add_argument("--text", nargs="+", default=[], metavar="TEXT", help="sentences, for text models")
     src.add_argument("--text-file", default=None, metavar="FILE", help="a UTF-8 text file, one sentence per line")
@@ -274,7 +287,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
 
     items: list[Any] = []
     sources: list[str] = []
-    for index in args.mnist:
+    for index in (i for indices in args.mnist for i in indices):
         items.append(MnistImage(index))
         sources.append(f"--mnist {index}")
     for path in args.image:

@@ -70,7 +70,7 @@ class Checkpoints:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=KEEP, enable_async_checkpointing=False,
-                                                 **several),  # type: ignore[arg-type]
+                                                 **several),
         )
 
     def save(self, state: ExplorationState) -> str:

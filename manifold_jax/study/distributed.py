@@ -85,7 +85,8 @@ def _broadcast(payload: bytes | None) -> bytes:
 
 def _encode(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, header=np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8), **arrays)
+    named: dict[str, Any] = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8), **arrays}
+    np.savez(buffer, **named)
     return buffer.getvalue()
 
 
@@ -95,9 +96,17 @@ def _decode(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return json.loads(arrays.pop("header").tobytes().decode("utf-8")), arrays
 
 
+_EXPLORING = {"now": False}
+"""True while process 0 is inside an exploration the others take part in."""
+
+
 def finish(ok: bool) -> None:
-    """Process 0: tell the others the study is done (``ok``) or failed, so that they end."""
-    if jax.process_count() > 1:
+    """Process 0: tell the others the study is done (``ok``) or failed, so that they end.
+
+    A failure inside an exploration sends nothing: the others are inside it too, waiting for
+    its next collective, and end with an error once this process has exited.
+    """
+    if jax.process_count() > 1 and not _EXPLORING["now"]:
         _broadcast(_encode({"kind": "done" if ok else "failed"}, {}))
 
 
@@ -124,7 +133,10 @@ def study_explore(prepared: Prepared, run: str, start: Any, *, key: Any, steps: 
         arrays["key"] = np.asarray(key)
     header = {"kind": "explore", "spec": prepared.spec.to_json(), "run": run, "steps": steps}
     _broadcast(_encode(header, arrays))
-    return _explore(prepared, run, start, key, steps, progress, on_chunk, devices=jax.devices())
+    _EXPLORING["now"] = True
+    trajectory = _explore(prepared, run, start, key, steps, progress, on_chunk, devices=jax.devices())
+    _EXPLORING["now"] = False  # left True by an error: the others are still inside the exploration
+    return trajectory
 
 
 def _explore(prepared: Prepared, run: str, start: Any, key: Any, steps: int, progress: bool,
