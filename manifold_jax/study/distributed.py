@@ -55,7 +55,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise ValueError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if not jax.distributed.is_initialized():
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        try:
+            jax.distributed.initialize(coordinator, num_processes, process_id)
+        except ValueError as exc:  # what neither the flags nor JAX's detection gave
+            raise ValueError(f"the distributed runtime: {str(exc).strip()} (give --coordinator, --num-processes "
+                             "and --process-id, or run inside a SLURM, Open MPI or Kubernetes job)") from None
     return jax.process_count() > 1
 
 
