@@ -38,7 +38,8 @@ def _load(path: Path) -> Trajectory:
         return Trajectory.from_arrays({k: data[k] for k in data.files})
 
 
-@pytest.mark.parametrize("processes, devices", [(2, 2), pytest.param(4, 1, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("processes, devices", [(2, 2), (4, 1)])
 def test_explore_over_processes_equals_one_process(processes: int, devices: int, tmp_path: Path,
                                                    full_size: bool) -> None:
     """6 items over 2 processes of 2 devices (padded to 8: process 1 holds 2 real items and 2
@@ -82,6 +83,7 @@ def _same_study(a: Path, b: Path) -> None:
         np.testing.assert_allclose(sa.interpretations[run].logits, sb.interpretations[run].logits, rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_a_study_over_two_processes_equals_one_process(workdir: Path) -> None:
     """Every process runs the same command with relative paths; process 0 alone writes the study."""
     from manifold_jax.cli import main
