@@ -77,6 +77,18 @@ def _positions(text: str) -> str | tuple[int, ...]:
     return positions
 
 
+def _mnist_indices(text: str) -> tuple[int, ...]:
+    """An index (11) or a range START:STOP (0:1000, STOP excluded)."""
+    start, sep, stop = text.partition(":")
+    try:
+        bounds = (int(start), int(stop)) if sep else (int(text), int(text) + 1)
+    except ValueError:
+        bounds = (0, 0)
+    if bounds[0] < 0 or bounds[1] <= bounds[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: an image index such as 11, or a range START:STOP such as 0:1000")
+    return tuple(range(*bounds))
+
+
 def _threshold(text: str) -> float | str:
     if text == "reference":
         return text
@@ -179,6 +191,17 @@ def _add_exploration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-baseline", action="store_true", help="skip the gradient-plus-noise baseline")
 
 
+def _add_process_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("several processes and hosts (README: Several hosts); every process runs the same "
+                             "command, process 0 writes the study")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordination service, reachable from every process")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N", help="how many processes take part")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's number, 0 to N-1")
+    g.add_argument("--cluster", action="store_true",
+                   help="join the runtime as JAX finds it (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Kubernetes)")
+
+
 def _parser() -> argparse.ArgumentParser:
     from manifold_jax.study import TASKS
 
@@ -201,8 +224,9 @@ def _parser() -> argparse.ArgumentParser:
                         "LM such as GPT-2, lm-top5: the next-token logits of the 5 likeliest tokens at the prompt, "
                         "frozen)")
     src = p.add_argument_group("inputs (one or more, of the model's kind)")
-    src.add_argument("--mnist", type=int, nargs="+", default=[], metavar="INDEX",
-                     help="images of the shipped MNIST subset (0..4999), for image models")
+    src.add_argument("--mnist", type=_mnist_indices, nargs="+", default=[], metavar="INDEX",
+                     help="images of the shipped MNIST subset (0..4999), for image models: indices, or ranges "
+                          "START:STOP such as 0:1000 (STOP excluded)")
     src.add_argument("--image", nargs="+", default=[], metavar="FILE", help="image files of the model's size")
     src.add_argument("--text", nargs="+", default=[], metavar="TEXT", help="sentences, for text models")
     src.add_argument("--text-file", default=None, metavar="FILE", help="a UTF-8 text file, one sentence per line")
@@ -215,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
                           "files); only --steps may change it, to continue to more steps")
     out.add_argument("--no-report", action="store_true", help="skip metrics and figures at the end")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_process_options(p)
 
     r = sub.add_parser("report", parents=[common], help="metrics and figures for a finished study",
                        description="Compute every metric, draw the figures and write report.md for a study directory.")
@@ -262,7 +287,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
 
     items: list[Any] = []
     sources: list[str] = []
-    for index in args.mnist:
+    for index in (i for indices in args.mnist for i in indices):
         items.append(MnistImage(index))
         sources.append(f"--mnist {index}")
     for path in args.image:
@@ -373,6 +398,28 @@ def _task(args: argparse.Namespace) -> str:
 
 def _explore(args: argparse.Namespace) -> None:
     from manifold_jax.report import build_report
+    from manifold_jax.study import distributed
+
+    spans = distributed.initialize(args.coordinator, args.num_processes, args.process_id, cluster=args.cluster)
+    if spans and not distributed.leads():  # explore process 0's studies with it; write nothing
+        try:
+            distributed.follow()
+        except distributed.LeaderFailedError as exc:
+            raise CliError(str(exc)) from None
+        return
+    try:
+        out = _run_explore(args)
+    except BaseException:
+        if spans:
+            distributed.finish(ok=False)
+        raise
+    if spans:
+        distributed.finish(ok=True)
+    if not args.no_report:
+        build_report(out, progress=not args.quiet)
+
+
+def _run_explore(args: argparse.Namespace) -> Path:
     from manifold_jax.study import run_study
 
     if args.resume:
@@ -393,8 +440,7 @@ def _explore(args: argparse.Namespace) -> None:
             if (out / "spec.json").is_file():
                 _interrupted(out)
             raise
-    if not args.no_report:
-        build_report(out, progress=not args.quiet)
+    return out
 
 
 def _user_path(flag: str, value: str) -> Path:

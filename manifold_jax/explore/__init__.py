@@ -13,8 +13,9 @@ problem and the explicit state), ``iteration`` (one pure step of one item), ``lo
 compiled, chunked, vmapped loop and the Trajectory it returns).
 """
 
+from manifold_jax.explore.devices import process_items
 from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
-from manifold_jax.explore.loop import RECORD_FIELDS, Trajectory, explore, in_slices, simec, simexp, slice_size
+from manifold_jax.explore.loop import RECORD_FIELDS, Trajectory, combine, explore, in_slices, simec, simexp, slice_size
 from manifold_jax.explore.options import (
     ALGORITHMS,
     AUTO_BATCH_ROWS,
@@ -61,11 +62,13 @@ __all__ = [
     "Problem",
     "Relative",
     "Trajectory",
+    "combine",
     "explore",
     "in_slices",
     "init_state",
     "prepare",
     "prepare_problem",
+    "process_items",
     "simec",
     "simexp",
     "slice_size",

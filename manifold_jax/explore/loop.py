@@ -9,7 +9,7 @@ early once every item has stopped.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, Literal
@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 from manifold_jax._callables import StaticPart, merge_callable
 from manifold_jax._checks import check_count
 from manifold_jax._xla import jit
-from manifold_jax.explore.devices import Devices, pad_batch, padded_size, place, resolve_devices, to_host
+from manifold_jax.explore.devices import (
+    Devices,
+    local_items,
+    pad_batch,
+    padded_size,
+    place,
+    resolve_devices,
+    to_host,
+)
 from manifold_jax.explore.iteration import NONFINITE, STALLED, Record, item_step
 from manifold_jax.explore.options import AUTO_BATCH_ROWS, ExploreConfig, ProbabilityLevel
 from manifold_jax.explore.problem import (
@@ -258,6 +266,7 @@ def explore(
     target: Any = None,
     goal: Any = None,
     devices: Devices = None,
+    gather: bool = True,
     progress: bool = False,
     label: str | None = None,
     on_chunk: Callable[[ExplorationState, Trajectory], None] | None = None,
@@ -270,9 +279,12 @@ def explore(
     ``model.head`` passes its weights as traced arguments). ``args`` are batched with x0.
     ``target`` (SiMExp): a class index, one per item, or target outputs (k,) / (B, k) to
     walk toward along J^+ dy (a counterfactual path); ``goal`` (SiMEC): an input (n, d) /
-    (B, n, d) to approach inside x0's class. ``devices`` ("all", a count or a list) shards a
-    batch over a mesh of devices (see :mod:`manifold_jax.explore.devices`); results equal a
-    single-device run's. ``options`` are the fields of ExploreConfig.
+    (B, n, d) to approach inside x0's class. ``devices`` ("all", a count, a list or a Mesh)
+    shards a batch over a mesh of devices, which may span several processes (see
+    :mod:`manifold_jax.explore.devices`); results equal a single-device run's. Over several
+    processes ``gather=False`` returns (and hands ``on_chunk``) only this process's items,
+    ``process_items(B, devices)``; ``combine`` joins the parts. ``options`` are the fields
+    of ExploreConfig.
     ``on_chunk(state, chunk_trajectory)`` runs after every compiled chunk (for checkpoints);
     ``on_compiled()`` runs once the program is compiled and the start checked, before the
     first chunk (so that a caller can time compilation and iterations apart). ``progress``
@@ -311,18 +323,32 @@ def explore(
     )
     batched = problem.batched
 
+    local = not gather and batched and mesh_devices is not None and jax.process_count() > 1
+
     def host(chunk_state: ExplorationState, records: Record) -> tuple[ExplorationState, dict[str, np.ndarray]]:
-        """Host copies, the padding dropped (records are (S, B, ...), the state (B, ...))."""
-        recs = {k: v[:, :batch] for k, v in to_host(records).items()}
-        st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(chunk_state))
+        """Host copies, the padding dropped (records are (S, B, ...), the state (B, ...)): every item,
+        or with ``local`` this process's items."""
+        if local:
+            assert mesh_devices is not None
+            recs = local_items(records, mesh_devices, batch, axis=1)
+            st = local_items(chunk_state, mesh_devices, batch, axis=0)
+        else:
+            recs = {k: v[:, :batch] for k, v in to_host(records).items()}
+            st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(chunk_state))
         return jax.tree.map(jnp.asarray, st), recs
+
+    def stops(chunk_state: ExplorationState) -> tuple[np.ndarray, np.ndarray]:
+        """Which items stopped, and where, gathered: every process takes the same decisions."""
+        stopped, where = to_host((chunk_state.stopped, chunk_state.stop_iteration))
+        return np.asarray(stopped)[:batch], np.asarray(where)[:batch]
 
     # the bar is up while the program compiles (seconds to a minute), saying so
     bar = tqdm(total=steps, disable=not progress, unit="it", desc=label or cfg.algorithm, leave=False,
                postfix="compiling")
     try:
         _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
-        _check_start(cfg, {k: v[0] for k, v in host(state, first)[1].items()}, batched)
+        _check_start(cfg, {k: v[0, :batch] for k, v in to_host({"y": first["y"], "status": first["status"]}).items()},
+                     batched)
     except BaseException:
         bar.close()
         raise
@@ -341,12 +367,13 @@ def explore(
             state, saved_device = run(state, active=jnp.int32(active), want_end=jnp.bool_(last))
             user_state, saved = host(state, saved_device)
             ran = (int(user_state.iteration) - start_iteration) // cfg.save_every
-            finished = bool(np.all(np.asarray(user_state.stopped)))
+            stopped, stopped_at = stops(state)
+            finished = bool(np.all(stopped))
             kept = ran + 1 if last else ran
             if finished:
                 # every item is frozen since its stop: end at the first saved point at or after
                 # the last stop (the frozen state is the same there, its iteration aside)
-                last_stop = int(np.max(np.asarray(user_state.stop_iteration)))
+                last_stop = int(np.max(stopped_at))
                 end = max(start_iteration, -(-last_stop // cfg.save_every) * cfg.save_every)
                 kept = (end - start_iteration) // cfg.save_every + 1
                 user_state = replace_state(user_state, iteration=jnp.asarray(end, jnp.int32))
@@ -362,6 +389,25 @@ def explore(
     finally:
         bar.close()
     return _trajectory(pieces, user_state, batched)
+
+
+def combine(parts: Sequence[Trajectory]) -> Trajectory:
+    """The trajectory of a whole batch from the parts that ``explore(..., gather=False)`` left in each
+    process (items ``process_items(B, devices)`` each), given in process order.
+
+    Each process saves its part (``to_arrays``, ``np.savez``) and any one of them, or a later
+    job, loads them (``Trajectory.from_arrays``) and joins them here.
+    """
+    if not parts:
+        raise ValueError("combine: give at least one part")
+    if any(not np.array_equal(p.iteration, parts[0].iteration) for p in parts):
+        raise ValueError("combine: the parts saved different iterations (not parts of one exploration)")
+    if any(np.asarray(p.final.x).ndim != 3 for p in parts):
+        raise ValueError("combine: the parts must be batched trajectories (x0 of shape (B, n, d))")
+    fields_ = {name: np.concatenate([getattr(p, name) for p in parts]) for name in RECORD_FIELDS}
+    final = jax.tree.map(lambda *a: a[0] if np.ndim(a[0]) == 0 else jnp.concatenate(a),
+                         *(p.final for p in parts))
+    return Trajectory(**fields_, iteration=parts[0].iteration, final=final)
 
 
 def _user_state(state: ExplorationState, batched: bool) -> ExplorationState:
@@ -412,4 +458,4 @@ def simexp(f: Callable[..., jax.Array], start: Any, **kwargs: Any) -> Trajectory
     return explore(f, start, algorithm="simexp", **kwargs)
 
 
-__all__ = ["RECORD_FIELDS", "Trajectory", "explore", "in_slices", "simec", "simexp", "slice_size"]
+__all__ = ["RECORD_FIELDS", "Trajectory", "combine", "explore", "in_slices", "simec", "simexp", "slice_size"]

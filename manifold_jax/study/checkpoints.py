@@ -11,6 +11,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -61,15 +62,22 @@ class Checkpoints:
 
         self.directory = directory.absolute()
         self._ocp = ocp
+        several: dict[str, object] = {}
+        if jax.process_count() > 1:  # only this process (process 0, study.distributed) writes the study
+            self.directory.mkdir(parents=True, exist_ok=True)
+            several = {"create": False, "multiprocessing_options": ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()})}
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=KEEP, enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(max_to_keep=KEEP, enable_async_checkpointing=False,
+                                                 **several),
         )
 
     def save(self, state: ExplorationState) -> str:
         """Checkpoint ``state`` under its iteration (the oldest beyond KEEP are removed); its files' digest."""
         step = int(state.iteration)
-        self._manager.save(step, args=self._ocp.args.StandardSave(dataclasses.asdict(state)), force=True)
+        # host arrays: over several processes orbax refuses a process's own jax.Arrays
+        self._manager.save(step, args=self._ocp.args.StandardSave(state_arrays(state)), force=True)
         self._manager.wait_until_finished()
         return directory_digest(self.directory / str(step))
 
@@ -80,7 +88,7 @@ class Checkpoints:
         """The checkpoint of ``step`` if its files have the digest ``files`` and its state the hash ``state``."""
         if directory_digest(self.directory / str(step)) != files:
             return None
-        abstract = {k: jnp.zeros(v.shape, v.dtype) for k, v in state_arrays(like).items()}
+        abstract = {k: np.zeros(v.shape, v.dtype) for k, v in state_arrays(like).items()}
         try:
             restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception:  # the files passed their digest; a failure here is orbax's own

@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 
 from manifold_jax.analysis import stop_sentence
 from manifold_jax.baseline import gradient_baseline
-from manifold_jax.explore import ExplorationState, Trajectory, explore
+from manifold_jax.explore import ExplorationState, Trajectory
 from manifold_jax.interpret import interpret
 from manifold_jax.study import atomic
 from manifold_jax.study.checkpoints import (
@@ -34,6 +34,7 @@ from manifold_jax.study.checkpoints import (
     remove_unfinished,
     state_hash,
 )
+from manifold_jax.study.distributed import study_explore
 from manifold_jax.study.errors import (
     InputsChangedError,
     NotAStudyError,
@@ -325,14 +326,9 @@ def _explore_checkpointed(
         finished = bool(pieces) and bool(np.all(np.asarray(pieces[-1].final.stopped)))
         remaining = 0 if finished else spec.steps - reached
         if remaining > 0:
-            rest = explore(
-                prepared.model.head, start, algorithm=cast(Algorithm, spec.algorithm_of(algorithm)), steps=remaining,
-                key=None if isinstance(start, ExplorationState) else key,
-                args=(prepared.ctx,), select=prepared.select, bounds=prepared.box, progress=progress,
-                on_chunk=on_chunk, target=prepared.targets if algorithm == COUNTERFACTUAL else None,
-                label=algorithm, on_compiled=on_compiled,
-                **spec.run_keywords(algorithm),
-            )
+            # over several processes, every process explores its share (study.distributed)
+            rest = study_explore(prepared, algorithm, start, key=None if isinstance(start, ExplorationState) else key,
+                                 steps=remaining, progress=progress, on_chunk=on_chunk, on_compiled=on_compiled)
             pieces.append(rest)
     finally:
         checkpoints.close()
