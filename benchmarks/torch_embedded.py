@@ -1,5 +1,5 @@
-"""The embedded models (``mnist-vit``, ``mnist-vit-paper``, ``minilm-topics``) as PyTorch heads, for
-the reference loop.
+"""The embedded models (``mnist-vit``, ``minilm-topics``) and saved ViTs of ours (a directory, such
+as ``manifold-jax train mnist-vit-paper --out DIR`` writes) as PyTorch heads, for the reference loop.
 
 The faithful reference loop (:mod:`benchmarks.torch_reference`) takes a head x (n, d) ->
 logits (k,) in torch. Our two shipped models are not ``transformers`` classes, so their
@@ -30,12 +30,10 @@ def _tensor(weights: dict[str, np.ndarray], name: str) -> torch.Tensor:
     return torch.as_tensor(np.asarray(weights[name], np.float32))
 
 
-DIRECTORIES = {"mnist-vit": "mnist_vit", "mnist-vit-paper": "mnist_vit_paper"}
-"""The asset folder of each shipped MNIST ViT."""
 
 
 def mnist_vit_head(name: str = "mnist-vit") -> tuple[Head, Callable[[np.ndarray], torch.Tensor], dict]:
-    """(head, embed, config) of a shipped MNIST ViT (``mnist-vit`` or ``mnist-vit-paper``): embed
+    """(head, embed, config) of an MNIST ViT of ours (``mnist-vit`` or a saved model's directory): embed
     maps images (H, W, 1) in [0, 1] to x0 (n, d) = [CLS; patches @ W] + position; head maps
     x (n, d) to logits (10,)."""
     cfg, w = _vit_weights(name)
@@ -75,7 +73,7 @@ def mnist_vit_head(name: str = "mnist-vit") -> tuple[Head, Callable[[np.ndarray]
 
 
 def mnist_vit_pixel_head(name: str = "mnist-vit") -> tuple[Head, Callable[[np.ndarray], torch.Tensor]]:
-    """(head, patches) of a shipped MNIST ViT in pixel space: patches maps an image (H, W, 1) in
+    """(head, patches) of an MNIST ViT of ours in pixel space: patches maps an image (H, W, 1) in
     [0, 1] to its p x p patches (N, p*p); head maps patches (N, p*p) to logits (10,) through the
     patch embedding, CLS and positions (as ``ViT.pixel_space()``)."""
     head, _, cfg = mnist_vit_head(name)
@@ -84,9 +82,9 @@ def mnist_vit_pixel_head(name: str = "mnist-vit") -> tuple[Head, Callable[[np.nd
 
 
 def _vit_weights(name: str) -> tuple[dict, dict[str, np.ndarray]]:
-    if name not in DIRECTORIES:
-        raise ValueError(f"name: expected one of {', '.join(DIRECTORIES)}, got {name!r}")
-    folder = ASSETS / DIRECTORIES[name]
+    folder = ASSETS / "mnist_vit" if name == "mnist-vit" else Path(name)
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(f"name: expected 'mnist-vit' or a saved ViT's directory, got {name!r}")
     return json.loads((folder / "config.json").read_text()), load_file(str(folder / "model.safetensors"))
 
 

@@ -28,8 +28,19 @@ def _close(ours: np.ndarray, theirs: np.ndarray) -> None:
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("name", ["mnist-vit", "mnist-vit-paper"])
-def test_vit_twin_matches_our_head_in_embedding_and_pixel_space(name: str) -> None:
+@pytest.fixture(scope="module")
+def paper_shape(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The paper's 2x2-patch ViT, initialised (0 epochs), saved as ``train mnist-vit-paper`` saves it."""
+    from manifold_jax.training import train_mnist_vit_paper
+
+    out = tmp_path_factory.mktemp("paper-vit")
+    train_mnist_vit_paper(epochs=0, n_test=10, save=out, progress=False)
+    return str(out)
+
+
+@pytest.mark.parametrize("which", ["mnist-vit", "paper shape"])
+def test_vit_twin_matches_our_head_in_embedding_and_pixel_space(which: str, request: pytest.FixtureRequest) -> None:
+    name = "mnist-vit" if which == "mnist-vit" else request.getfixturevalue("paper_shape")
     model = mm.load(name)
     images = mnist_split(0).test_images[:3, ..., None].astype(np.float32)
     x0, ctx = model.embed(images)
@@ -68,5 +79,5 @@ def test_minilm_twin_matches_our_head() -> None:
 
 
 def test_unknown_vit_name_is_refused() -> None:
-    with pytest.raises(ValueError, match="name: expected one of mnist-vit, mnist-vit-paper"):
+    with pytest.raises(ValueError, match="name: expected 'mnist-vit' or a saved ViT's directory"):
         mnist_vit_head("mnist-vitt")

