@@ -208,8 +208,8 @@ def render(result: dict[str, Any]) -> str:
         f"{len(ours['labels'])} held-out digits, {ours['steps']} iterations, float32, drift budget "
         f"max |dp| <= {ours['budget']:g}. Medians over the digits (max drift: the largest).", "",
         "| walk | comparison | iterations | s/it | drift at the end | iterations within the budget | "
-        "largest pixel L2 within it | pixels changed (> 1/255) there | pixel L2 per second | rejected steps per digit | "
-        "unconverged steps per digit |",
+        "largest pixel L2 within it | pixels changed (> 1/255) there | pixel L2 per second | "
+        "rejected steps per digit | unconverged steps per digit |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
