@@ -273,6 +273,9 @@ def speed_one(spec: Spec, workdir: Path, threads: Sequence[int], control: bool =
                     del active[t]
         medians = {t: (_median(v) if v else float("nan")) for t, v in b_steps.items()}
         best = min(active, key=medians.__getitem__)
+        # the same loop without its per-iteration gc.collect() (a large share of its time on small
+        # models), at the best thread setting, one repeat
+        no_gc = bases[best].call("run", collect_garbage=False)["per_step"]
         npz = np.load(workdir / f"{spec.name}-ours0.npz")
         m, d = int(npz["eigenvalues"].shape[1]), int(npz["x0"].shape[-1])
         ours_it, base_it = _median(o_steps), medians[best]
@@ -289,6 +292,7 @@ def speed_one(spec: Spec, workdir: Path, threads: Sequence[int], control: bool =
             "ref_s_by_threads": {str(t): v for t, v in medians.items()}, "torch_threads": best,
             "ref_jacobian_s": _median(b_jac[best]), "ref_eigh_s": _median(b_eigh[best]),
             "speedup": base_it / ours_it,
+            "ref_s_no_gc": _median(no_gc), "speedup_no_gc": _median(no_gc) / ours_it,
             "floor_s": jac_floor, "floor_call_s": jac_call, "floor_scan_s": jac_scan, "forward_s": fwd,
             "ours_over_floor": ours_it / jac_floor,
             "ceiling": base_it / jac_floor,
@@ -408,6 +412,7 @@ SPEED_COLUMNS = [
     ("ours_s", "ours s/it"), ("ours_s_token", "ours s/it/token"),
     ("ref_s", "baseline s/it"), ("ref_s_token", "baseline s/it/token"),
     ("speedup", "speed-up"),
+    ("ref_s_no_gc", "baseline without gc.collect() s/it"), ("speedup_no_gc", "speed-up vs baseline without gc"),
     ("ref_jacobian_s", "baseline: Jacobian s"), ("ref_eigh_s", "baseline: eigh s"),
     ("ref_other_s", "baseline: rest (gc, copies) s"), ("speedup_core", "speed-up vs Jacobian + eigh only"),
     ("torch_threads", "torch threads"),

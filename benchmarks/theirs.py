@@ -76,15 +76,16 @@ class Baseline:
                  x0=np.stack([x.detach().cpu().numpy() for x in self.x0s]))
         return {"path": path, "first_sample_seconds": seconds[0], "seconds": seconds}
 
-    def run(self, steps: int | None = None) -> dict[str, Any]:
-        """``steps`` reference iterations from x0; per-iteration times summed over the batch."""
+    def run(self, steps: int | None = None, collect_garbage: bool = True) -> dict[str, Any]:
+        """``steps`` reference iterations from x0; per-iteration times summed over the batch.
+        ``collect_garbage=False`` skips the reference's per-iteration ``gc.collect()``."""
         from benchmarks.torch_reference import run_reference_batch
 
         steps = self.spec.ref_iters if steps is None else steps
         runs = run_reference_batch(
             self.heads, self.x0s, steps=steps, eta=ETA, threshold=REFERENCE_THRESHOLD,
             algorithm="simec", select=None if self.tokens is None else [self.tokens] * len(self.heads),
-            seed=SEED,
+            seed=SEED, collect_garbage=collect_garbage,
         )
         total = np.sum([r.seconds for r in runs], axis=0)
         jac = np.sum([r.seconds_jacobian for r in runs], axis=0)

@@ -1,4 +1,5 @@
-"""The embedded models (``mnist-vit``, ``minilm-topics``) as PyTorch heads, for the reference loop.
+"""The embedded models (``mnist-vit``, ``minilm-topics``) and saved ViTs of ours (a directory, such
+as ``manifold-jax train mnist-vit-paper --out DIR`` writes) as PyTorch heads, for the reference loop.
 
 The faithful reference loop (:mod:`benchmarks.torch_reference`) takes a head x (n, d) ->
 logits (k,) in torch. Our two shipped models are not ``transformers`` classes, so their
@@ -29,11 +30,13 @@ def _tensor(weights: dict[str, np.ndarray], name: str) -> torch.Tensor:
     return torch.as_tensor(np.asarray(weights[name], np.float32))
 
 
-def mnist_vit_head() -> tuple[Head, Callable[[np.ndarray], torch.Tensor], dict]:
-    """(head, embed, config) of the shipped MNIST ViT: embed maps images (H, W, 1) in [0, 1]
-    to x0 (n, d) = [CLS; patches @ W] + position; head maps x (n, d) to logits (10,)."""
-    cfg = json.loads((ASSETS / "mnist_vit" / "config.json").read_text())
-    w = load_file(str(ASSETS / "mnist_vit" / "model.safetensors"))
+
+
+def mnist_vit_head(name: str = "mnist-vit") -> tuple[Head, Callable[[np.ndarray], torch.Tensor], dict]:
+    """(head, embed, config) of an MNIST ViT of ours (``mnist-vit`` or a saved model's directory): embed
+    maps images (H, W, 1) in [0, 1] to x0 (n, d) = [CLS; patches @ W] + position; head maps
+    x (n, d) to logits (10,)."""
+    cfg, w = _vit_weights(name)
     d, heads, eps = cfg["hidden_size"], cfg["num_heads"], cfg["layer_norm_eps"]
     layers = []
     for i in range(cfg["num_layers"]):
@@ -64,13 +67,38 @@ def mnist_vit_head() -> tuple[Head, Callable[[np.ndarray], torch.Tensor], dict]:
         return x[0] @ _tensor(w, "classifier.kernel") + _tensor(w, "classifier.bias")
 
     def embed(image: np.ndarray) -> torch.Tensor:
-        size, patch = cfg["image_size"], cfg["patch_size"]
-        img = torch.as_tensor(np.asarray(image, np.float32)).reshape(size // patch, patch, size // patch, patch, -1)
-        patches = img.permute(0, 2, 1, 3, 4).reshape((size // patch) ** 2, -1)
-        tokens = patches @ _tensor(w, "patch_embed.kernel")
-        return torch.cat([_tensor(w, "cls_token")[None], tokens]) + _tensor(w, "position")
+        return _tokens(_patches(cfg, image), w)
 
     return head, embed, cfg
+
+
+def mnist_vit_pixel_head(name: str = "mnist-vit") -> tuple[Head, Callable[[np.ndarray], torch.Tensor]]:
+    """(head, patches) of an MNIST ViT of ours in pixel space: patches maps an image (H, W, 1) in
+    [0, 1] to its p x p patches (N, p*p); head maps patches (N, p*p) to logits (10,) through the
+    patch embedding, CLS and positions (as ``ViT.pixel_space()``)."""
+    head, _, cfg = mnist_vit_head(name)
+    _, w = _vit_weights(name)
+    return (lambda x: head(_tokens(x, w))), (lambda image: _patches(cfg, image))
+
+
+def _vit_weights(name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    folder = ASSETS / "mnist_vit" if name == "mnist-vit" else Path(name)
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(f"name: expected 'mnist-vit' or a saved ViT's directory, got {name!r}")
+    return json.loads((folder / "config.json").read_text()), load_file(str(folder / "model.safetensors"))
+
+
+def _patches(cfg: dict, image: np.ndarray) -> torch.Tensor:
+    """An image (H, W, C) -> its patches (N, p*p*C), each flattened as (p, p, C) (as ``patchify``)."""
+    size, patch = cfg["image_size"], cfg["patch_size"]
+    img = torch.as_tensor(np.asarray(image, np.float32)).reshape(size // patch, patch, size // patch, patch, -1)
+    return img.permute(0, 2, 1, 3, 4).reshape((size // patch) ** 2, -1)
+
+
+def _tokens(patches: torch.Tensor, w: dict[str, np.ndarray]) -> torch.Tensor:
+    """Patches (N, p*p*C) -> x (N + 1, d) = [CLS; patches @ W] + position (bias-free embedding)."""
+    tokens = patches @ _tensor(w, "patch_embed.kernel")
+    return torch.cat([_tensor(w, "cls_token")[None], tokens]) + _tensor(w, "position")
 
 
 def minilm_topics_head(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Head, torch.Tensor]:

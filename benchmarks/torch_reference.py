@@ -497,7 +497,8 @@ def run_reference(
 # -------------------------------------------------------------------- script
 
 
-def _main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """The script: time the reference loop on a BERT; returns the printed figures."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="local BERT directory (e.g. MiniLM-L6); random BERT-mini if omitted")
     p.add_argument("--tokens", type=int, default=16, help="sequence length, all tokens explored")
@@ -507,6 +508,9 @@ def _main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--float64", action="store_true", help="run the model in float64")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--attn", default="eager", help="attention implementation (eager, sdpa)")
+    p.add_argument("--no-gc", action="store_true",
+                   help="skip the reference's gc.collect() every iteration (its other costs stay)")
+    p.add_argument("--quick", action="store_true", help="a 2-layer hidden-32 random BERT (tests)")
     args = p.parse_args(argv)
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -516,21 +520,25 @@ def _main(argv: Sequence[str] | None = None) -> None:
     if args.model:
         model = BertForSequenceClassification.from_pretrained(args.model, num_labels=3, attn_implementation=args.attn)
     else:
-        cfg = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                         intermediate_size=1536, num_labels=3, attn_implementation=args.attn)
+        size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if args.quick \
+            else dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+        cfg = BertConfig(**size, num_labels=3, attn_implementation=args.attn)
         model = BertForSequenceClassification(cfg)
     if args.float64:
         model = model.double()
     ids = torch.randint(1000, min(2000, model.config.vocab_size), (args.tokens,))
     head, x0 = split_bert(model, ids)
-    run = run_reference(head, x0, steps=args.steps, eta=args.eta, algorithm=args.algorithm)
+    run = run_reference(head, x0, steps=args.steps, eta=args.eta, algorithm=args.algorithm,
+                        collect_garbage=not args.no_gc)
     sec = run.seconds[1:] if run.seconds.size > 1 else run.seconds
     print(
         f"tokens={args.tokens} d={x0.shape[1]} steps={args.steps}: "
         f"{sec.mean():.3f} s/iteration (jacobian {run.seconds_jacobian.mean():.3f} s, "
         f"metrics+eigh {run.seconds_eigh.mean():.3f} s), {sec.mean() / args.tokens:.4f} s/iteration/token"
     )
+    return {"seconds_per_iteration": float(sec.mean()), "jacobian_s": float(run.seconds_jacobian.mean()),
+            "eigh_s": float(run.seconds_eigh.mean()), "tokens": int(args.tokens), "d": int(x0.shape[1])}
 
 
 if __name__ == "__main__":
-    _main()
+    main()

@@ -34,10 +34,13 @@ from manifold_jax.models.sentence import SentenceClassifier
 from manifold_jax.models.vit import MNIST_VIT, ViT, ViTConfig
 
 __all__ = [
+    "MNIST_VIT_PAPER",
     "MNIST_VIT_SHIPPED",
     "TRAINING_FILE",
     "evaluate_vit",
+    "MNIST_VIT_PAPER_EPOCHS",
     "train_mnist_vit",
+    "train_mnist_vit_paper",
     "train_topic_head",
 ]
 
@@ -54,6 +57,12 @@ images: with the same recipe, 20 epochs give 0.885 held-out accuracy at 2x2 (20 
 and 0.916 at 4x4 (3 minutes). The shipped 4x4 run passes 0.95 after 45 epochs and ends at
 0.975 after 100 (15 minutes); at 2x2, 45 epochs alone would take 30-40 minutes.
 ``train_mnist_vit(MNIST_VIT)`` trains the paper's 2x2 model with the same code."""
+
+
+MNIST_VIT_PAPER = MNIST_VIT
+"""The architecture of ``train mnist-vit-paper``: the paper's MNIST ViT as published
+(2x2 patches, 196 + CLS tokens, hidden 48, 4 layers, 4 heads, MLP 192, tanh GELU, pre-LN,
+bias-free linear patch embedding)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -182,6 +191,7 @@ def train_mnist_vit(
     n_train: int | None = None,
     n_test: int | None = None,
     eval_every_epoch: bool = True,
+    name: str = "mnist-vit",
     save: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> tuple[ViT, dict[str, Any]]:
@@ -231,6 +241,7 @@ def train_mnist_vit(
         split_seed: seed of the train/held-out split.
         n_train, n_test: use only the first n images of each part (quick runs, tests).
         eval_every_epoch: record the held-out accuracy after every epoch (else at the end only).
+        name: the model name recorded in ``training.json``.
         save: a directory to write the model to (:meth:`ViT.save`: config.json and
             model.safetensors) plus ``training.json`` (metrics and hyper-parameters).
         progress: show a tqdm progress bar over the batches of each epoch.
@@ -262,6 +273,7 @@ def train_mnist_vit(
         "train_mnist_vit", config, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
         max_shift=max_shift, clip_norm=clip_norm, split_seed=split_seed, n_train=n_train, n_test=n_test,
+        **({} if name == "mnist-vit" else {"name": name}),
         save=None if save is None else os.fspath(save),
     )  # fmt: skip
     hyper = {
@@ -322,14 +334,17 @@ def train_mnist_vit(
             print(f"epoch {epoch + 1}/{epochs}: train loss {train_loss[-1]:.4f}{acc} ({epoch_seconds[-1]:.1f} s)")
     train_seconds = time.perf_counter() - start
     final = evaluate_vit(model, test_x, test_y)
+    predictions = [int(c) for b in range(0, len(test_x), 250)
+                   for c in np.asarray(jnp.argmax(_vit_logits(model, jnp.asarray(test_x[b : b + 250])), -1))]
     if epochs:
         test_accuracy.append(final["accuracy"])
     metrics: dict[str, Any] = {
-        "model": "mnist-vit",
+        "model": name,
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
         "train_loss": train_loss,
         "test_accuracy_per_epoch": test_accuracy if eval_every_epoch else test_accuracy[-1:],
+        "test_predictions": predictions,
         "epoch_seconds": epoch_seconds,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - start,
@@ -341,6 +356,24 @@ def train_mnist_vit(
         model.save(save)
         _write_training_json(save, metrics)
     return model, metrics
+
+
+MNIST_VIT_PAPER_EPOCHS = 20
+"""The paper's epoch count, the default of :func:`train_mnist_vit_paper`."""
+
+
+def train_mnist_vit_paper(**overrides: Any) -> tuple[ViT, dict[str, Any]]:
+    """Train the paper's MNIST ViT as published (:data:`MNIST_VIT_PAPER`: 2x2 patches, 196 + CLS
+    tokens) with the recipe of the shipped ``mnist-vit`` (:func:`train_mnist_vit`'s defaults)
+    for the paper's 20 epochs; any keyword of :func:`train_mnist_vit` overrides it.
+
+    No model of this shape is shipped yet: 20 epochs on the 4,000 training images are not
+    enough to reach 0.95 held-out accuracy (the paper trains 20 epochs on 60,000). Measured on
+    this project's 2-core CPU: 0.885 after 20 epochs with this recipe (20 minutes); 0.826 after
+    20 epochs with the position embeddings initialised from a 2-D sine-cosine table instead
+    (20 minutes at 27 to 140 s per epoch under load). ``epochs=`` trains longer."""
+    options = {"epochs": MNIST_VIT_PAPER_EPOCHS, "name": "mnist-vit-paper", **overrides}
+    return train_mnist_vit(MNIST_VIT_PAPER, **options)
 
 
 # ------------------------------------------------------------------------ topic head

@@ -69,7 +69,9 @@ def test_speed_table_rows_and_numbers(report: tuple[dict[str, Any], Path]) -> No
     (row,) = results["speed"]
     assert row["spec"] == "tiny-bert-8" and row["tokens_explored"] == 8 and row["d"] == 32
     _positive(row, "ours_s", "ours_s_token", "ref_s", "ref_s_token", "speedup", "floor_s", "forward_s",
-              "ours_over_floor", "ceiling", "first_call_s", "ref_jacobian_s", "ref_eigh_s")
+              "ours_over_floor", "ceiling", "first_call_s", "ref_jacobian_s", "ref_eigh_s", "ref_s_no_gc",
+              "speedup_no_gc")
+    assert row["speedup_no_gc"] == pytest.approx(row["ref_s_no_gc"] / row["ours_s"])
     assert row["samples_ours"] >= 2 and row["samples_ref"] >= 2
     assert row["finite"] and row["nonzero_status"] == 0
     assert row["ours_s"] == pytest.approx(row["ours_s_token"] * 8)
@@ -139,9 +141,17 @@ def test_vit_speed_and_its_baseline_check(tmp_path: Path) -> None:
     assert np.isfinite(row["compile_s"])
 
 
+def test_render_rebuilds_the_page_from_the_json(report: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    results, out = report
+    (tmp_path / "report.json").write_text((out / "report.json").read_text())
+    bench.run(["render", "--out", str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    assert "| tiny-bert-8 |" in text and "baseline without gc.collect() s/it" in text
+
+
 def test_help_names_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         bench.run(["--help"])
     text = capsys.readouterr().out
-    for word in ("speed", "memory", "spectrum", "precision", "all", "--quick", "--threads"):
+    for word in ("speed", "memory", "spectrum", "precision", "all", "render", "--quick", "--threads"):
         assert word in text

@@ -39,6 +39,34 @@ def test_a_tiny_run_writes_the_side_by_side_tables(tmp_path: Path) -> None:
     assert "## What differs from the paper's setting" in text and "not run" in text  # eta 10 was skipped
 
 
+@pytest.mark.slow
+def test_the_papers_shape_and_threshold_are_run_and_stated(tmp_path: Path) -> None:
+    """The paper's own setting: a ViT of its 2x2 shape (here initialised, 0 epochs: the pipeline is
+    under test, not the figures, so only the table's shape and its stated setting are checked) and
+    the authors' absolute threshold; no pixel-space study (a 2x2 patch has 4 pixels for 10 classes)."""
+    from manifold_jax.training import train_mnist_vit_paper
+
+    vit = tmp_path / "vit-paper"
+    train_mnist_vit_paper(epochs=0, n_test=10, save=vit, progress=False)
+    table = tmp_path / "REPRODUCTION.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "reproduce_paper.py"), "--out", str(tmp_path / "runs"),
+           "--steps", "2", "--inputs", "2", "--etas", "1", "--selects", "all", "--data", "images",
+           "--image-model", str(vit), "--threshold", "reference", "--table", str(table)]
+    done = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = table.read_text()
+    s1 = [line.split("|")[1:-1] for line in _section(text, "## Supplement Table 1") if line.startswith("| MNIST")]
+    assert [(r[1].strip(), r[3].strip()) for r in s1] == [("simec", "all"), ("simexp", "all")]
+    assert all(cell.strip().split(" ")[0].replace(".", "").isdigit() for r in s1 for cell in r[5:9:2]), s1
+    assert f"--image-model {vit}" in text and "trained by `manifold-jax train mnist-vit-paper`" in text
+    assert "the code's absolute 0.01, as the paper's runs" in text and "MNIST (pixels)" not in text
+    assert "2 digits and sentences per configuration" in text
+
+    bad = subprocess.run([*cmd[:-6], "--image-model", str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--image-model: expected mnist-vit or the directory of a 2x2-patch" in bad.stderr
+
+
 def test_a_rerun_keeps_the_hand_written_reading(tmp_path: Path) -> None:
     table = tmp_path / "REPRODUCTION.md"
     reproduce_paper.write_table(table, ["# first run", "| a |"])

@@ -270,3 +270,13 @@ def test_bad_arguments_raise_value_errors_naming_them(split: tuple) -> None:
         run_reference(head, x0, lo=np.zeros(3), **base)
     with pytest.raises(ValueError, match="input_ids"):
         split_bert(split[0], torch.tensor([[1, 2]]))
+
+
+@pytest.mark.parametrize("no_gc", [False, True])
+def test_the_script_times_a_quick_bert_with_and_without_gc(no_gc: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.torch_reference import main
+
+    out = main(["--quick", "--tokens", "4", "--steps", "2", "--threads", "1", *(["--no-gc"] if no_gc else [])])
+    assert out["tokens"] == 4 and out["d"] == 32
+    assert out["seconds_per_iteration"] > 0 and out["jacobian_s"] > 0 and out["eigh_s"] > 0
+    assert "s/iteration" in capsys.readouterr().out

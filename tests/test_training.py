@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import manifold_jax.models as mm
+from manifold_jax.cli import main
 from manifold_jax.data import mnist_split
 from manifold_jax.training import evaluate_vit, train_mnist_vit, train_topic_head
 from tests.models_helpers import minilm_dir
@@ -107,3 +108,19 @@ def test_topic_head_fits_and_is_deterministic(encoder: mm.Bert) -> None:
     )
     assert float(jnp.linalg.norm(split_features)) == pytest.approx(1.0, abs=1e-6)
     assert float(jnp.linalg.norm(a.weight)) > 1.0
+
+
+def test_train_mnist_vit_paper_from_the_command_line(workdir: Path) -> None:
+    """0 epochs: the initialised paper-shape model (2x2 patches, 197 tokens of 48), saved with its record."""
+    from manifold_jax.training import MNIST_VIT_PAPER_EPOCHS
+
+    main(["train", "mnist-vit-paper", "--epochs", "0", "--out", "paper"])
+    model = mm.load("paper")
+    assert model.config == mm.MNIST_VIT and model.config.patch_size == 2
+    x0, _ = model.embed(mnist_split(0).test_images[:1])
+    assert x0.shape == (1, 197, 48)
+    record = json.loads((workdir / "paper" / "training.json").read_text())
+    assert record["model"] == "mnist-vit-paper" and record["hyperparameters"]["epochs"] == 0
+    assert len(record["test_predictions"]) == 1000
+    assert record["test_accuracy"] == np.mean(np.asarray(record["test_predictions"]) == mnist_split(0).test_labels)
+    assert MNIST_VIT_PAPER_EPOCHS == 20  # the paper's
