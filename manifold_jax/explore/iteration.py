@@ -13,8 +13,12 @@ A continuation step (DESIGN section 9), when the options ask for one:
   iteration's own Jacobian, fused with the predictor (c lies in the row space, T in the
   null space), then up to ``max_iters`` chord corrections with the same Jacobian;
 * box as an active set: coordinates at a bound that the move would push outward are
-  frozen, and T and c are recomputed on the free ones;
-* step control: accept or reject on the step's error, grow or shrink h;
+  frozen and T is recomputed on the free ones; the predicted point is clipped into the
+  box and every correction is the bound-constrained least-norm one
+  (:mod:`manifold_jax.box_solve`), which may release a bound coordinate inward;
+* step control: accept or reject on the step's error, grow or shrink h (Adaptive); a Fixed
+  step the corrector cannot bring back is retried at half the length, MAX_HALVINGS times,
+  then given up in place;
 * events: an item whose point satisfies a stop event freezes.
 
 Everything is a pure function of arrays: the compiled loop vmaps :func:`item_step` over a
@@ -59,8 +63,8 @@ STALLED = 1
 NONFINITE = 2
 """Status bit: the output or its derivatives were not finite; the step was skipped."""
 UNCONVERGED = 4
-"""Status bit: the corrector left the step's error above the tolerance (kept with Fixed steps,
-rejected at the smallest step size with Adaptive ones)."""
+"""Status bit: the corrector left the step's error above the tolerance (a Fixed step after its
+halvings: the point stays; an Adaptive one at the smallest step size; other rules keep the step)."""
 REJECTED = 8
 """Status bit: the step controller rejected the step; the point stayed and h shrank."""
 STOPPED = 16
