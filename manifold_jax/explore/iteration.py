@@ -13,8 +13,12 @@ A continuation step (DESIGN section 9), when the options ask for one:
   iteration's own Jacobian, fused with the predictor (c lies in the row space, T in the
   null space), then up to ``max_iters`` chord corrections with the same Jacobian;
 * box as an active set: coordinates at a bound that the move would push outward are
-  frozen, and T and c are recomputed on the free ones;
-* step control: accept or reject on the step's error, grow or shrink h;
+  frozen and T is recomputed on the free ones; the predicted point is clipped into the
+  box and every correction is the bound-constrained least-norm one
+  (:mod:`manifold_jax.box_solve`), which may release a bound coordinate inward;
+* step control: accept or reject on the step's error, grow or shrink h (Adaptive); a Fixed
+  step the corrector cannot bring back is retried at half the length, MAX_HALVINGS times,
+  then given up in place;
 * events: an item whose point satisfies a stop event freezes.
 
 Everything is a pure function of arrays: the compiled loop vmaps :func:`item_step` over a
@@ -30,11 +34,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from manifold_jax.box_solve import box_min_norm_correction
 from manifold_jax.explore.options import (
     Adaptive,
     Distance,
     Event,
     ExploreConfig,
+    Fixed,
     Flip,
     ProbabilityLevel,
 )
@@ -57,8 +63,8 @@ STALLED = 1
 NONFINITE = 2
 """Status bit: the output or its derivatives were not finite; the step was skipped."""
 UNCONVERGED = 4
-"""Status bit: the corrector left the step's error above the tolerance (kept with Fixed steps,
-rejected at the smallest step size with Adaptive ones)."""
+"""Status bit: the corrector left the step's error above the tolerance (a Fixed step after its
+halvings: the point stays; an Adaptive one at the smallest step size; other rules keep the step)."""
 REJECTED = 8
 """Status bit: the step controller rejected the step; the point stayed and h shrank."""
 STOPPED = 16
@@ -388,14 +394,32 @@ def _continuation_step(
         proposal = propose(free)
     ok = proposal["ok"]
     finite = jnp.isfinite(y).all() & finite_spectrum(proposal["spec"])
-    displacement = proposal["move"] + proposal["correction"]
-    moved = jnp.clip(current + displacement, lo_s, hi_s)
-    moved = jnp.where(token_valid, moved, current)
+    # the corrector in an active box solves the bound-constrained least-norm problem: its
+    # correction may also move a coordinate at a bound inward (see manifold_jax.box_solve)
+    bounded = cfg.corrector is not None and cfg.box == "active"
+    # an uncorrectable Fixed step is retried shorter (SiMEC with chord corrections)
+    retry = isinstance(cfg.step_rule, Fixed) and cfg.corrector is not None
+
+    def start_at(scale: jax.Array | None) -> jax.Array:
+        """The predicted and first-corrected selected tokens (m, d), the move scaled by ``scale``."""
+        move = proposal["move"] if scale is None else proposal["move"] * scale
+        if not bounded:
+            moved = jnp.clip(current + move + proposal["correction"], lo_s, hi_s)
+            return jnp.where(token_valid, moved, current)
+        assert jac is not None  # the corrector needs the Jacobian (refused with matfree)
+        start = jnp.where(token_valid, jnp.clip(current + move, lo_s, hi_s), current)
+        a = measure_jacobian(y, jac, on)
+        residual = measured_outputs(y, on) - phi_anchor + a.reshape(k, m * d) @ (start - current).reshape(-1)
+        fix = box_min_norm_correction(a, residual, start, lo_s, hi_s, token_valid)
+        return jnp.where(token_valid, jnp.clip(start + fix, lo_s, hi_s), current)
+
+    moved = start_at(None)
 
     # ---- error of the step and chord corrections (one forward pass each)
     evaluate = isinstance(cfg.step_rule, Adaptive) or (cfg.corrector is not None and cfg.corrector.max_iters > 0)
     error = jnp.full((), jnp.nan, dtype)
     corrections = jnp.zeros((), jnp.int32)
+    scale = jnp.ones((), dtype)
     # the corrector iterates to its own tolerance; an adaptive step is accepted at the controller's
     corrector_tol = cfg.corrector.tol if cfg.corrector is not None else jnp.inf
     tol = jnp.asarray(cfg.step_rule.tol if isinstance(cfg.step_rule, Adaptive) else corrector_tol, dtype)
@@ -413,40 +437,29 @@ def _continuation_step(
             )
             error = jnp.max(jnp.abs(outputs_at(moved) - predicted))
         else:
-            chord = measure_jacobian(y, jac * freef[None], on).reshape(k, m * d)
+            # in an active box the chord sees every coordinate and the bounds decide which move
+            chord = measure_jacobian(y, jac if bounded else jac * freef[None], on).reshape(k, m * d)
             max_iters = cfg.corrector.max_iters if cfg.corrector is not None else 0
-
-            Chord = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
-
-            def cond(c: Chord) -> jax.Array:
-                return ~c[3]
-
             # with a corrector the error is the distance from x0's level; without one, the
             # change of this step alone (the drift of the accepted steps adds up)
             level = phi_anchor if cfg.corrector is not None else measured_outputs(y, on)
-            chord_flat = chord.reshape(k, m, d)
 
             def correction_at(sel: jax.Array, residual: jax.Array) -> jax.Array:
-                """The chord correction, its coordinates that a bound stops frozen (the box as an active set)."""
-                fix = -min_norm_solve(chord, residual).reshape(m, d) * token_valid
-                if cfg.box != "active":
-                    return fix
-                blocked = ((sel <= lo_s) & (fix < 0)) | ((sel >= hi_s) & (fix > 0))
-                kept = (free & ~blocked).astype(dtype)
-                return -min_norm_solve((chord_flat * kept[None]).reshape(k, m * d), residual).reshape(m, d) * kept
+                """The chord correction: least-norm, and inside the box when it is an active set."""
+                if bounded:
+                    return box_min_norm_correction(chord.reshape(k, m, d), residual, sel, lo_s, hi_s, token_valid)
+                return -min_norm_solve(chord, residual).reshape(m, d) * token_valid
 
-            def body(c: Chord) -> Chord:
-                sel, _, j, _ = c
-                residual = outputs_at(sel) - level
-                err = jnp.max(jnp.abs(residual))
-                # stop when converged, out of corrections, or not finite (NaN compares False)
-                done = ~(err > chord_tol) | (j == max_iters)
-                corrected = jnp.where(token_valid, jnp.clip(sel + correction_at(sel, residual), lo_s, hi_s), sel)
-                return jnp.where(done, sel, corrected), err, j + jnp.where(done, 0, 1), done
-
-            moved, error, corrections, _ = jax.lax.while_loop(
-                cond, body, (moved, jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+            moved, error, corrections = _chord_corrections(
+                outputs_at, correction_at, moved, level, chord_tol, max_iters, token_valid, lo_s, hi_s
             )
+            if retry:
+                moved, error, corrections, scale = _retry_shorter(
+                    lambda s: _chord_corrections(
+                        outputs_at, correction_at, start_at(s), level, chord_tol, max_iters, token_valid, lo_s, hi_s
+                    ),
+                    moved, error, corrections, tol,
+                )
         finite = finite & jnp.isfinite(error)
     within = error <= tol
     accepted = jnp.ones((), bool)
@@ -466,12 +479,14 @@ def _continuation_step(
         status = status | jnp.where(accepted, 0, REJECTED) | jnp.where(~accepted & at_min, UNCONVERGED, 0)
     elif evaluate:
         status = status | jnp.where(within, 0, UNCONVERGED)
+    # a Fixed step still uncorrectable at 1/2^MAX_HALVINGS of its length is given up: the point stays
+    given_up = (~within & finite) if (retry and evaluate and not simexp_static) else jnp.zeros((), bool)
 
     # ---- events, stalls, what actually happens
     stop_now = _events(cfg.stop, y, state.anchor, x, state.origin, target) if cfg.stop else jnp.zeros((), bool)
     stopped = state.stopped | stop_now
     stalled = jnp.any(block_valid & ~ok & finite)
-    go = finite & accepted & ~stopped
+    go = finite & accepted & ~given_up & ~stopped
     moved = jnp.where(go, moved, current)
     x_next = x.at[index].set(moved)
     status = (
@@ -483,6 +498,8 @@ def _continuation_step(
     status = jnp.where(stopped, STOPPED, status)
     step_length = jnp.linalg.norm(moved - current)
     tangent_next = jnp.where(go & jnp.any(ok), proposal["tangent"], state.tangent[index])
+    if retry:  # after a given-up step a coherent walk draws a fresh direction
+        tangent_next = jnp.where(given_up & ~stopped, 0.0, tangent_next)
     closest, closest_iteration, closest_x = state.closest, state.closest_iteration, state.closest_x
     if guide == "goal":
         for point, when in ((x, state.iteration), (x_next, state.iteration + 1)):
@@ -493,11 +510,11 @@ def _continuation_step(
             closest_x = jnp.where(better, point, closest_x)
     record = dict(
         base_record,
-        step=jnp.where(go, proposal["step"], 0.0).astype(dtype),
+        step=jnp.where(go, proposal["step"] * scale if retry else proposal["step"], 0.0).astype(dtype),
         eigenvalue=jnp.where(ok, proposal["quad"], 0.0).astype(dtype),
         status=status.astype(jnp.int32),
         stalls=state.stalls,
-        h=h if arc else step_length,
+        h=(h * scale if retry else h) if arc else step_length,
         error=error,
         corrections=corrections,
     )
@@ -520,6 +537,63 @@ def _continuation_step(
     )
     return new_state, record
 
+# --------------------------------------------------------------------------- the corrector
+
+
+MAX_HALVINGS = 4
+"""Times an uncorrectable Fixed step is retried at half the length before it is given up."""
+
+
+def _chord_corrections(
+    outputs_at: Callable[[jax.Array], jax.Array], correction_at: Callable[[jax.Array, jax.Array], jax.Array],
+    start: jax.Array, level: jax.Array, tol: jax.Array, max_iters: int, token_valid: jax.Array, lo: jax.Array,
+    hi: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Chord corrections from the selected tokens ``start`` (m, d) until max |phi(y) - level| <= tol.
+
+    One forward pass each, at most ``max_iters``; returns the corrected tokens, the error at
+    them and the corrections used.
+    """
+    Chord = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+
+    def cond(c: Chord) -> jax.Array:
+        return ~c[3]
+
+    def body(c: Chord) -> Chord:
+        sel, _, j, _ = c
+        residual = outputs_at(sel) - level
+        err = jnp.max(jnp.abs(residual))
+        # stop when converged, out of corrections, or not finite (NaN compares False)
+        done = ~(err > tol) | (j == max_iters)
+        corrected = jnp.where(token_valid, jnp.clip(sel + correction_at(sel, residual), lo, hi), sel)
+        return jnp.where(done, sel, corrected), err, j + jnp.where(done, 0, 1), done
+
+    dtype = start.dtype
+    moved, error, corrections, _ = jax.lax.while_loop(
+        cond, body, (start, jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    )
+    return moved, error, corrections
+
+
+def _retry_shorter(
+    attempt: Callable[[jax.Array], tuple[jax.Array, jax.Array, jax.Array]], moved: jax.Array, error: jax.Array,
+    corrections: jax.Array, tol: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """A step whose error stays above ``tol`` tried again with its move halved, MAX_HALVINGS times at most.
+
+    ``attempt`` maps the move's scale to (tokens, error, corrections); returns those of the
+    last attempt and its scale (1 when the first one converged).
+    """
+    Retry = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+
+    def cond(c: Retry) -> jax.Array:
+        return ~(c[1] <= tol) & (c[3] > 0.5**MAX_HALVINGS)
+
+    def body(c: Retry) -> Retry:
+        scale = c[3] * 0.5
+        return (*attempt(scale), scale)
+
+    return jax.lax.while_loop(cond, body, (moved, error, corrections, jnp.ones((), error.dtype)))
 
 
 

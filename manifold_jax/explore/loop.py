@@ -61,8 +61,9 @@ class Trajectory:
     eigenvector choices, ~0 for a null direction), both for the step that leaves the point
     (at iteration K: the step a continuation would take); status (S,) bit flags (STALLED,
     NONFINITE, UNCONVERGED, REJECTED, STOPPED) of that step; stalls (S,) steps that stood
-    still before the point; h (S,) the step controller's size (arc-length rules) or the
-    length of the move (reference rules); drift (S,) max |phi(y) - phi(f(x0))|, phi the
+    still before the point; h (S,) the step controller's size (arc-length rules; for a
+    Fixed step retried shorter, the length it was taken at) or the length of the move
+    (reference rules); drift (S,) max |phi(y) - phi(f(x0))|, phi the
     logits or probabilities the corrector keeps; error (S,) the step's error estimate
     (NaN where none is computed); corrections (S,) chord corrections used; rejected (S,)
     rejected steps before the point; distance (S,) |x - x0|; arc_length (S,) distance

@@ -14,7 +14,7 @@ An exploration integrates x' = h v(x) from x0, and its options split as an ODE s
 * the **corrector** (SiMEC only): :class:`Newton`, minimum-norm Gauss-Newton back onto x0's
   level set;
 * the **box policy**: ``"clip"`` (the reference) or ``"active"`` (coordinates at a bound
-  that a move would push outward are frozen);
+  that a move would push outward are frozen, and the correction stays in the box);
 * the **stop events**: :class:`Flip`, :class:`ProbabilityLevel`, :class:`Distance`.
 
 Every option object validates itself when built, so a bad value fails where it is written.
@@ -142,7 +142,11 @@ def resolve_direction(direction: Any) -> Direction:
 
 @dataclass(frozen=True)
 class Fixed:
-    """Every move has arc length eta: the norm of the step over all explored coordinates."""
+    """Every move has arc length eta: the norm of the step over all explored coordinates.
+
+    With a corrector, a step it cannot bring back to the tolerance is retried at eta / 2,
+    ..., eta / 16, then given up in place (see :class:`Newton`).
+    """
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,11 @@ class Newton:
     The iteration's own Jacobian gives one correction for free, fused with the predictor
     (it lies in the row space, the predictor in the null space). ``max_iters`` extra chord
     corrections with the same Jacobian follow the predictor, one forward pass each, until
-    max |phi(y) - phi(y0)| <= ``tol``; a step left above it is flagged UNCONVERGED.
+    max |phi(y) - phi(y0)| <= ``tol``. In an active box every correction is the smallest
+    change inside the box (coordinates at a bound move inward only when they must). A step
+    left above ``tol`` is rejected by :class:`Adaptive`; a :class:`Fixed` step is retried at
+    half the length up to 4 times, then given up (the point stays, flagged UNCONVERGED,
+    the coherent tangent dropped); other rules keep it, flagged UNCONVERGED.
     ``on`` is what is kept: "logits" (phi = identity), "probabilities" (phi = softmax),
     or "auto": probabilities for the softmax and Fisher-Rao output metrics, which cannot
     see a shift of all logits, logits otherwise.
@@ -348,8 +356,8 @@ class ExploreConfig:
     direction: "random" (the reference) or "coherent" / :class:`Coherent`.
     corrector: None (the reference) or "newton" / :class:`Newton` (SiMEC only).
     box: "clip" (the reference: clip after each step) or "active" (freeze the coordinates
-    at a bound that the move would push outward; the tangent and the correction use the
-    free ones, so the point stays on the level set).
+    at a bound that the move would push outward for the tangent; the corrector solves the
+    bound-constrained least-norm problem, so the point stays on the level set).
     stop: None, "flip", an event or a sequence of events (any one stops an item).
     spectrum: "gram" (default), "svd", "dense" or "matfree"; blocks: "token" or "joint".
     output_metric: "euclidean", "softmax", "fisher_rao" or a callable y -> L.
