@@ -4,7 +4,7 @@ The paper's step (Algorithms 1 and 2, as the authors' code runs them): the pullb
 spectrum per block, a random null (SiMEC) or visible (SiMExp) direction per block, a step
 size per block from the spectrum, a clip into the box.
 
-A continuation step (DESIGN section 9), when the options ask for one:
+A continuation step (docs/method.md, section 6), when the options ask for one:
 
 * predictor: a unit tangent T (random, the previous tangent transported onto the new
   subspace, toward a goal inside the level set, or the minimum-norm change toward a
