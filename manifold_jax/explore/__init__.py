@@ -14,7 +14,16 @@ compiled, chunked, vmapped loop and the Trajectory it returns).
 """
 
 from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
-from manifold_jax.explore.loop import RECORD_FIELDS, Trajectory, explore, in_slices, simec, simexp, slice_size
+from manifold_jax.explore.loop import (
+    RECORD_FIELDS,
+    Trajectory,
+    check_exploration,
+    explore,
+    in_slices,
+    simec,
+    simexp,
+    slice_size,
+)
 from manifold_jax.explore.options import (
     ALGORITHMS,
     AUTO_BATCH_ROWS,
@@ -61,6 +70,7 @@ __all__ = [
     "Problem",
     "Relative",
     "Trajectory",
+    "check_exploration",
     "explore",
     "in_slices",
     "init_state",
