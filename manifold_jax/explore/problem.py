@@ -90,8 +90,8 @@ def init_state(x0: Any, key: Any, *, f: Callable[..., jax.Array] | None = None, 
     """
     arr = check_float_array("x0", x0, (2, 3))
     if arr.dtype not in (np.float32, np.float64):
-        raise TypeError(f"x0 must be a float32 or float64 array (the step sizes and spectra need their range), "
-                        f"got dtype {arr.dtype}")
+        raise TypeError(f"x0 must be a floating-point array of float32 or float64 (the step sizes and spectra need "
+                        f"their range), got dtype {arr.dtype}")
     check_finite("x0", arr)
     if 0 in arr.shape:
         raise ValueError(f"x0 must be non-empty, got shape {tuple(arr.shape)}")
