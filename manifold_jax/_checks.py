@@ -75,15 +75,19 @@ def check_float_array(name: str, value: Any, ndims: Iterable[int]) -> Any:
 
 def check_real(name: str, value: Any, *, positive: bool = False, low: float | None = None,
                high: float | None = None, open_low: bool = False) -> float:
-    """``value`` as a float: any finite real number (numpy scalars included), never a bool.
+    """``value`` as a float: any finite real number (numpy scalars and 0-d numpy or JAX arrays
+    included), never a bool, and within float32's range (the engine computes in float32 or wider).
 
     ``positive`` requires > 0; ``low``/``high`` bound it (``open_low`` excludes ``low``).
     """
+    value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     out = float(value)
     if not math.isfinite(out):
         raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    if abs(out) > FLOAT32_MAX:
+        raise ValueError(f"{name} must lie within float32's range (|{name}| <= {FLOAT32_MAX:.4g}), got {value!r}")
     if positive and out <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if low is not None and (out < low or (open_low and out == low)):
@@ -91,6 +95,21 @@ def check_real(name: str, value: Any, *, positive: bool = False, low: float | No
     if high is not None and out > high:
         raise ValueError(f"{name} must be <= {high}, got {value!r}")
     return out
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest option value the engine takes: it computes in float32 or wider."""
+
+
+def _scalar(value: Any) -> Any:
+    """A 0-d numpy or JAX array of a real dtype as its Python number; anything else unchanged."""
+    if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0 and is_concrete(value):
+        dtype = np.dtype(value.dtype) if not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key) else None
+        if dtype is not None and dtype.kind in "fiu":
+            return np.asarray(value).item()
+        if dtype is not None and dtype.kind == "b":
+            return bool(value)
+    return value
 
 
 def _count(name: str, value: Any, minimum: int, optional: bool) -> int:

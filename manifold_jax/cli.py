@@ -232,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--text-file", default=None, metavar="FILE", help="a UTF-8 text file, one sentence per line")
     _add_exploration_options(p)
     out = p.add_argument_group("output")
-    out.add_argument("--out", default=None, help="study directory to write")
+    out.add_argument("--out", default=None,
+                     help="study directory to write (created, with any missing parent folders)")
     out.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     out.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the study in DIR as its spec.json says (after Ctrl-C, a crash or damage to its "

@@ -309,6 +309,8 @@ def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[j
     keeps a block per position, its unselected ones exactly null.
     """
     arr = check_float_array("x", x, (2,))
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise TypeError(f"x must be a floating-point array (float32 or float64), got dtype {arr.dtype}")
     check_finite("x", arr)
     check_option("blocks", blocks, BLOCKS)
     if method is not None:

@@ -12,8 +12,10 @@ sentence found by :mod:`manifold_jax.text_projection`, cached in
 from __future__ import annotations
 
 import functools
+import html
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,20 @@ HEADLINE = (
     ("ranking_inversions_total", "class-ranking changes"),
     ("ranking_spearman_mean", "mean Spearman"),
 )
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|!#~])")
+
+
+def markdown_text(text: Any) -> str:
+    """User text (an input, a label, a model name, a decoded word) made inert in Markdown.
+
+    HTML is escaped (a renderer would run ``<script>`` or ``<img onerror=...>``), and so are
+    the characters Markdown gives a meaning (links, emphasis, code, table cells); newlines
+    become spaces, so that the text stays on its line.
+    """
+    flat = " ".join(str(text).split("\n")).replace("\r", " ")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
 
 
 def describe_input(source: str, index: int, limit: int = 60) -> str:
@@ -180,8 +196,9 @@ def build_report(
     if figures:
         _draw(study, model, files, projections)
     files.write_text("report.md", _markdown(study, metrics, projections))
-    write_report_html(study, metrics, out / "report.html", model=model, projections=projections, progress=progress)
-    files.manifest.record(out / "report.html")
+    write_report_html(study, metrics, files.path("report.html"), model=model, projections=projections,
+                      progress=progress)
+    files.manifest.record(files.path("report.html"))
     echo(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(study.spec.inputs)} inputs, "
          f"{', '.join(study.trajectories)})")
     return metrics
@@ -427,7 +444,7 @@ def _label(labels: tuple[str, ...], c: int) -> str:
 
 def _marked(words: list[list[Any]]) -> str:
     """Words as text, changed ones in bold."""
-    return " ".join(f"**{w}**" if changed else str(w) for w, changed in words)
+    return " ".join(f"**{markdown_text(w)}**" if changed else markdown_text(w) for w, changed in words)
 
 
 def _probs(probs: list[float], labels: tuple[str, ...]) -> str:
@@ -440,7 +457,7 @@ def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list
     for text models, the decoded and verified sentences at the report's saved points."""
     spec = study.spec
     lines = [
-        f"# Study: {spec.model}",
+        f"# Study: {markdown_text(spec.model)}",
         "",
         f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {spec.eta}; select = {spec.select}; "
         f"space = {spec.space}; bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; "
@@ -467,9 +484,9 @@ def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list
         missing = ", ".join(f"{a} ({done} of {spec.steps} steps)" for a, done in study.unfinished.items())
         lines += ["", f"Unfinished and left out of this report: {missing}."]
     lines += ["", "## Per input", ""]
-    labels = spec.labels
+    labels = tuple(markdown_text(label) for label in spec.labels)
     for b, entry in enumerate(metrics["inputs"]):
-        lines.append(f"### {describe_input(entry['input'], b, 120)}")
+        lines.append(f"### {markdown_text(describe_input(entry['input'], b, 120))}")
         lines.append("")
         for algorithm in study.trajectories:
             m = entry[algorithm]

@@ -3,7 +3,8 @@
     python tests/crash_run.py WHAT N -- explore ...
 
 WHAT is a glob on the written file's path inside the study (``simec/chunks/*``,
-``inputs.npz``, ``report.md``) or ``checkpoint``. At the N-th matching write the process
+``inputs.npz``, ``report.md``), ``checkpoint``, or ``any`` (every file write and every
+checkpoint, counted together: the N-th is a moment of the run). At the N-th matching write the process
 leaves the file torn and exits at once with status 137 (``os._exit``: no cleanup, no
 ``finally``, no atexit), as a killed process would:
 
@@ -40,29 +41,29 @@ def main(argv: list[str]) -> None:
     from manifold_jax.study import atomic
     from manifold_jax.study.checkpoints import Checkpoints
 
-    if what == "checkpoint":
+    def tick() -> bool:
+        nonlocal seen
+        seen += 1
+        return seen == target
+
+    if what in ("checkpoint", "any"):
         save = Checkpoints.save
 
         def crashing_save(self: Checkpoints, state: object) -> str:
-            nonlocal seen
             digest = save(self, state)  # type: ignore[arg-type]
-            seen += 1
-            if seen == target:
+            if tick():
                 step = self.directory / str(int(state.iteration))  # type: ignore[attr-defined]
                 data = max((p for p in step.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
                 _die_torn(data)
             return digest
 
         Checkpoints.save = crashing_save  # type: ignore[method-assign]
-    else:
+    if what != "checkpoint":
         commit = atomic.commit
 
         def crashing_commit(temporary: Path, path: Path) -> None:
-            nonlocal seen
-            if fnmatch.fnmatch(Path(path).as_posix(), f"*/{what}"):
-                seen += 1
-                if seen == target:
-                    _die_torn(temporary)
+            if (what == "any" or fnmatch.fnmatch(Path(path).as_posix(), f"*/{what}")) and tick():
+                _die_torn(temporary)
             commit(temporary, path)
 
         atomic.commit = crashing_commit

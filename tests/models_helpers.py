@@ -171,11 +171,11 @@ def save_random_family(directory: Path, architecture: str, seed: int = 0, **over
     tokenizer: Any = None
     if architecture.startswith("Roberta"):
         tokenizer = byte_level_tokenizer("roberta")
-        config: Any = transformers.RobertaConfig(
-            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=64, max_position_embeddings=66, num_labels=3, initializer_range=0.1,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2, **overrides,
-        )
+        config: Any = transformers.RobertaConfig(**{
+            "vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 66, "num_labels": 3, "initializer_range": 0.1,
+            "pad_token_id": tokenizer.pad_token_id, "bos_token_id": 0, "eos_token_id": 2, **overrides,
+        })
     elif architecture.startswith("DistilBert"):
         tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir())
         config = transformers.DistilBertConfig(

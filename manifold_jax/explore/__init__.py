@@ -15,7 +15,17 @@ compiled, chunked, vmapped loop and the Trajectory it returns).
 
 from manifold_jax.explore.devices import process_items
 from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
-from manifold_jax.explore.loop import RECORD_FIELDS, Trajectory, combine, explore, in_slices, simec, simexp, slice_size
+from manifold_jax.explore.loop import (
+    RECORD_FIELDS,
+    Trajectory,
+    check_exploration,
+    combine,
+    explore,
+    in_slices,
+    simec,
+    simexp,
+    slice_size,
+)
 from manifold_jax.explore.options import (
     ALGORITHMS,
     AUTO_BATCH_ROWS,
@@ -62,6 +72,7 @@ __all__ = [
     "Problem",
     "Relative",
     "Trajectory",
+    "check_exploration",
     "combine",
     "explore",
     "in_slices",

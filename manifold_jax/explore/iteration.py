@@ -33,7 +33,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from manifold_jax._checks import check_finite, is_concrete
 from manifold_jax.box_solve import box_min_norm_correction
 from manifold_jax.explore.options import (
     Adaptive,
@@ -55,6 +57,7 @@ from manifold_jax.geometry import (
     measured_outputs,
     min_norm_solve,
     numerical_floor,
+    output_size,
 )
 from manifold_jax.output_metrics import resolve_output_metric
 
@@ -600,6 +603,45 @@ def _retry_shorter(
 # --------------------------------------------------------------------------- the public step
 
 
+def _check_step_inputs(f: Callable[..., jax.Array], state: ExplorationState, args: tuple[Any, ...],
+                       bounds: tuple[Any, Any] | None, target: Any) -> None:
+    """One-line errors naming the argument for what :func:`step` cannot take (values only where concrete)."""
+    if state.x.dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"state.x must be a float32 or float64 array, got dtype {state.x.dtype}")
+    k = output_size(f, state.x, args)
+    if state.anchor.shape != (k,):
+        raise ValueError(f"state.anchor has shape {tuple(state.anchor.shape)} but f returns {k} outputs: build the "
+                         "state with init_state(x0, key, f=f, args=args)")
+    check_finite("state.anchor", state.anchor)
+    if target is not None:
+        t = jnp.asarray(target)
+        if jnp.issubdtype(t.dtype, jnp.integer):
+            if t.shape != ():
+                raise ValueError(f"target as a class must be one index, got shape {tuple(t.shape)}")
+            if is_concrete((t, state.anchor)):
+                cls = int(t)
+                if not 0 <= cls < k:
+                    raise ValueError(f"target class {cls} is out of range: f has {k} outputs (0..{k - 1})")
+                if cls == int(jnp.argmax(state.anchor)):
+                    raise ValueError(f"target class {cls} is already the predicted class at x0; choose another class")
+        elif jnp.issubdtype(t.dtype, jnp.floating):
+            if t.shape != (k,):
+                raise ValueError(f"target as outputs must have shape ({k},), got {tuple(t.shape)}")
+            check_finite("target", t)
+        else:
+            raise TypeError(f"target must be a class index or an output vector ({k},), got dtype {t.dtype}")
+    if bounds is not None and is_concrete(bounds):
+        try:
+            lo, hi = (np.asarray(b, np.float64) for b in bounds)
+            lo, hi = np.broadcast_to(lo, state.x.shape), np.broadcast_to(hi, state.x.shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds must be a pair (lo, hi) broadcastable to x {tuple(state.x.shape)}") from None
+        if np.isnan(lo).any() or np.isnan(hi).any():
+            raise ValueError("bounds hold NaN")
+        if (lo > hi).any():
+            raise ValueError("bounds: lo exceeds hi at some position")
+
+
 def step(
     f: Callable[..., jax.Array],
     state: ExplorationState,
@@ -632,6 +674,7 @@ def step(
     n, d = x.shape
     dtype = x.dtype
     args = args if isinstance(args, tuple) else (args,)
+    _check_step_inputs(f, state, args, bounds, target)
     if select is None:
         index, valid = jnp.arange(n, dtype=jnp.int32), jnp.ones((n,), bool)
     elif isinstance(select, jax.core.Tracer) or (hasattr(select, "dtype") and jnp.asarray(select).dtype == jnp.bool_):

@@ -254,6 +254,42 @@ def _check_guides(cfg: ExploreConfig, problem: Problem) -> None:
             raise ValueError(f"ProbabilityLevel(cls={event.cls}) is out of range: f has {problem.k} outputs")
 
 
+def check_exploration(
+    f: Callable[..., jax.Array],
+    start: Any,
+    *,
+    algorithm: Literal["simec", "simexp"],
+    steps: int,
+    key: Any = None,
+    args: Any = (),
+    select: Select = None,
+    bounds: tuple[Any, Any] | None = None,
+    target: Any = None,
+    goal: Any = None,
+    **options: Any,
+) -> tuple[ExploreConfig, Problem, ExplorationState]:
+    """Every check :func:`explore` makes before it compiles (options, steps, inputs, box, guides),
+    as one-line errors naming the argument; returns the configuration, the problem and the start state.
+
+    A caller that writes before it explores (a study) runs it first, so that nothing is written
+    for a run that cannot start.
+    """
+    cfg = ExploreConfig(algorithm=algorithm, **options)
+    steps = check_count("steps", steps)
+    if steps % cfg.save_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of save_every ({cfg.save_every})")
+    if steps > np.iinfo(np.int32).max - 1:
+        raise ValueError(f"steps must be below 2**31 (the iteration counter is int32), got {steps}")
+    problem, state = prepare(f, start, key=key, args=args, select=select, bounds=bounds, target=target, goal=goal)
+    _check_guides(cfg, problem)
+    if cfg.blocks == "joint" and len(set(problem.selection.counts.tolist())) > 1:
+        raise ValueError(
+            "blocks='joint' needs the same number of selected tokens in every batch item, "
+            f"got {sorted(set(problem.selection.counts.tolist()))}"
+        )
+    return cfg, problem, state
+
+
 def explore(
     f: Callable[..., jax.Array],
     start: Any,
@@ -292,19 +328,9 @@ def explore(
     shows a progress bar named ``label`` (default: the algorithm). The run ends early when
     every item has stopped.
     """
-    cfg = ExploreConfig(algorithm=algorithm, **options)
-    steps = check_count("steps", steps)
-    if steps % cfg.save_every:
-        raise ValueError(f"steps ({steps}) must be a multiple of save_every ({cfg.save_every})")
-    if steps > np.iinfo(np.int32).max - 1:
-        raise ValueError(f"steps must be below 2**31 (the iteration counter is int32), got {steps}")
-    problem, state = prepare(f, start, key=key, args=args, select=select, bounds=bounds, target=target, goal=goal)
-    _check_guides(cfg, problem)
-    if cfg.blocks == "joint" and len(set(problem.selection.counts.tolist())) > 1:
-        raise ValueError(
-            "blocks='joint' needs the same number of selected tokens in every batch item, "
-            f"got {sorted(set(problem.selection.counts.tolist()))}"
-        )
+    cfg, problem, state = check_exploration(f, start, algorithm=algorithm, steps=steps, key=key, args=args,
+                                            select=select, bounds=bounds, target=target, goal=goal, **options)
+    steps = int(steps)
     n = state.x.shape[1]
     mesh_devices = resolve_devices(devices)
     inputs = problem.item_inputs()
@@ -459,4 +485,7 @@ def simexp(f: Callable[..., jax.Array], start: Any, **kwargs: Any) -> Trajectory
     return explore(f, start, algorithm="simexp", **kwargs)
 
 
-__all__ = ["RECORD_FIELDS", "Trajectory", "combine", "explore", "in_slices", "simec", "simexp", "slice_size"]
+__all__ = [
+    "RECORD_FIELDS", "Trajectory", "check_exploration", "combine", "explore", "in_slices", "simec", "simexp",
+    "slice_size",
+]

@@ -207,7 +207,8 @@ def _positive_tol(name: str, tol: Any) -> float:
     try:
         return check_real(name, tol, positive=True)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}={tol!r}: the tolerance must be a positive finite number") from None
+        raise ValueError(f"{name}={tol!r}: the tolerance must be a positive finite number within float32's range "
+                         "(at most 3.4e38)") from None
 
 
 # --------------------------------------------------------------------------- corrector

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
-from manifold_jax._checks import check_finite, check_float_array, warn_user
+from manifold_jax._checks import check_finite, check_float_array, is_concrete, warn_user
 from manifold_jax.geometry import output_size
 from manifold_jax.selection import Select, TokenSelection, token_selection
 
@@ -65,7 +65,14 @@ def _raw_key(key: Any) -> jax.Array:
     if key is None:
         raise ValueError("key is required: every random choice flows from an explicit jax.random key")
     arr = jnp.asarray(key)
-    raw = jax.random.key_data(arr) if jnp.issubdtype(arr.dtype, jax.dtypes.prng_key) else arr
+    if jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(arr))
+        if "threefry" not in impl:
+            raise TypeError(f"key must be a threefry key (jax.random.key(seed) or PRNGKey(seed)): the state stores "
+                            f"raw threefry keys, got a typed {impl!r} key")
+        raw = jax.random.key_data(arr)
+    else:
+        raw = arr
     if raw.dtype != jnp.uint32 or raw.shape[-1:] != (2,):
         raise TypeError(f"key must be a jax.random key, got dtype {raw.dtype} and shape {raw.shape}")
     return raw
@@ -82,8 +89,9 @@ def init_state(x0: Any, key: Any, *, f: Callable[..., jax.Array] | None = None, 
     x0 is concrete.
     """
     arr = check_float_array("x0", x0, (2, 3))
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        raise TypeError(f"x0 must be a floating-point array, got dtype {arr.dtype}")
+    if arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x0 must be a floating-point array of float32 or float64 (the step sizes and spectra need "
+                        f"their range), got dtype {arr.dtype}")
     check_finite("x0", arr)
     if 0 in arr.shape:
         raise ValueError(f"x0 must be non-empty, got shape {tuple(arr.shape)}")
@@ -256,6 +264,8 @@ def _targets(
                 "choose another class (or stop='flip' to leave the current one)"
             )
         return jnp.asarray(classes, jnp.int32), None
+    if arr.ndim not in (1, 2) or arr.shape[-1] != k:
+        raise ValueError(f"target output of shape {arr.shape}; f has {k} outputs, so expected ({k},) or ({batch}, {k})")
     outputs = np.broadcast_to(arr, (batch, k)) if arr.ndim == 1 else arr
     if outputs.shape != (batch, k):
         raise ValueError(f"target output of shape {arr.shape}; expected ({k},) or ({batch}, {k})")
@@ -337,7 +347,27 @@ def prepare(
             expected = f"{item_shape}" + (f" or {tuple(x.shape)}" if batched else "")
             raise ValueError(f"goal has shape {tuple(g.shape)}; expected x0's shape {expected}")
         goal_b = jnp.broadcast_to(jnp.asarray(g, x.dtype), x.shape)
+        _check_goal(goal_b, state.origin, problem.selection.mask)
     return dataclasses.replace(problem, target=target_cls, target_output=target_out, goal=goal_b), state
+
+
+def _check_goal(goal: jax.Array, origin: jax.Array, selected: np.ndarray) -> None:
+    """Refuse a goal (B, n, d) that x0 already is on the selected tokens, or too far for x0's dtype to measure."""
+    if not is_concrete((goal, origin)):
+        return
+    gap = np.asarray(goal, np.float64) - np.asarray(origin, np.float64)
+    gap = np.where(np.asarray(selected)[:, :, None], gap, 0.0)
+    distance = np.sqrt((gap**2).sum(axis=(1, 2)))
+    same = distance == 0
+    if same.any():
+        raise ValueError(f"goal equals x0 on the selected tokens (item {int(np.argmax(same))}): there is nothing to "
+                         "approach; give another input")
+    reach = float(np.sqrt(np.finfo(np.dtype(goal.dtype)).max))
+    far = ~(distance < reach)
+    if far.any():
+        b = int(np.argmax(far))
+        raise ValueError(f"goal lies {distance[b]:.3g} from x0 (item {b}); distances beyond {reach:.3g} overflow "
+                         f"{np.dtype(goal.dtype).name}: give a goal within that range")
 
 
 def replace_state(state: ExplorationState, **changes: Any) -> ExplorationState:

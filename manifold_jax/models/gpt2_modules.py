@@ -43,6 +43,10 @@ class GPT2Config:
                 raise UnsupportedModelError(f"GPT-2 option {name}=True is not ported")
         if not getattr(hf, "scale_attn_weights", True):
             raise UnsupportedModelError("GPT-2 option scale_attn_weights=False is not ported")
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(hf, name, None)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UnsupportedModelError(f"config.json: {name} must be a positive integer, got {value!r}")
         eos = hf.eos_token_id if getattr(hf, "eos_token_id", None) is not None else hf.vocab_size - 1
         return cls(
             vocab_size=hf.vocab_size,

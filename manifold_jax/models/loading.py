@@ -51,9 +51,17 @@ _VIT_TASKS = ("classification", "encoder")
 
 
 def _hf(directory: str) -> Any:
+    """The transformers config of ``directory``; a field of the wrong type is named in one line."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(directory)
+    try:
+        return AutoConfig.from_pretrained(directory)
+    except Exception as exc:
+        if type(exc).__name__.startswith("StrictDataclass"):  # huggingface_hub's field validation
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[-1] if lines else type(exc).__name__
+            raise UnsupportedModelError(f"{os.path.join(directory, 'config.json')}: {reason}") from None
+        raise
 
 
 def _sentence(directory: str, task: str, opts: dict[str, Any]) -> Model:

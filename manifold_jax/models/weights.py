@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ShapeMismatchError, UnexpectedWeightsError, WeightsNotFoundError
+from .errors import ModelError, ShapeMismatchError, UnexpectedWeightsError, WeightsNotFoundError
 
 # ----------------------------------------------------------------------------- reading
 
@@ -51,7 +52,11 @@ def _read_torch_bin(path: str) -> dict[str, np.ndarray]:
             f"{path} is a PyTorch pickle and torch is not installed; "
             "convert it to model.safetensors or install torch"
         ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message advises weights_only=False: never pass that on
+        raise ModelError(f"{path}: refused: the pickle holds objects beyond tensors, which a safe (weights-only) "
+                         "load does not run; convert the checkpoint to model.safetensors") from None
     out: dict[str, np.ndarray] = {}
     for name, t in state.items():
         t = t.detach()

@@ -21,7 +21,22 @@ from typing import Any
 
 import numpy as np
 
+from manifold_jax.study.errors import OutsideStudyError
+
 _TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{12}(\.[^.]+)?$")
+
+
+def contained(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when, symbolic links resolved, it stays inside ``root``; else OutsideStudyError.
+
+    Every write and every deletion inside a study passes through this first: a folder of a
+    study replaced by a link to elsewhere never receives the study's files nor loses its own.
+    """
+    base = Path(root).resolve()
+    target = Path(path).resolve()
+    if target != base and base not in target.parents:
+        raise OutsideStudyError(Path(path), Path(root), target)
+    return Path(path)
 
 
 def temporary_sibling(path: Path) -> Path:

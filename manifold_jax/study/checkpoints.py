@@ -8,6 +8,7 @@ have the content hash the manifest recorded.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
@@ -16,10 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax.explore import ExplorationState
+from manifold_jax.study.atomic import contained
 from manifold_jax.study.manifest import directory_digest, state_digest
 
 KEEP = 2
 """Checkpoints kept per exploration (the newest ones)."""
+
+UNFINISHED = re.compile(r"^\d+\.orbax-checkpoint-tmp")
+"""What orbax names a checkpoint it is still writing (``<step>.orbax-checkpoint-tmp-<time>``)."""
 
 
 def state_arrays(state: ExplorationState) -> dict[str, np.ndarray]:
@@ -40,18 +45,26 @@ def checkpoint_steps(directory: Path) -> list[int]:
 
 
 def remove_unfinished(directory: Path) -> list[Path]:
-    """Delete what a killed save left in ``directory`` (orbax's temporary directories); return it."""
+    """Delete what a killed save left in ``directory`` (orbax's temporary directories); return it.
+
+    Every entry must stay inside ``directory`` (OutsideStudyError for a symbolic link that leads
+    out), so that orbax, which deletes old checkpoints itself, only ever deletes the study's own;
+    anything that is neither a checkpoint nor orbax's temporary is left alone.
+    """
     if not directory.is_dir():
         return []
-    leftovers = [p for p in directory.iterdir() if not p.name.isdigit()]
+    entries = [contained(directory, p) for p in directory.iterdir()]
+    leftovers = [p for p in entries if UNFINISHED.match(p.name)]
     for path in leftovers:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     return leftovers
 
 
 def delete_checkpoint(directory: Path, step: int) -> None:
-    """Remove the checkpoint of iteration ``step`` (if any)."""
-    shutil.rmtree(directory / str(step), ignore_errors=True)
+    """Remove the checkpoint of iteration ``step`` (if any; never through a link out of ``directory``)."""
+    target = contained(directory, directory / str(step))
+    if target.is_dir():
+        shutil.rmtree(target)
 
 
 class Checkpoints:
@@ -61,6 +74,7 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         self.directory = directory.absolute()
+        remove_unfinished(self.directory)  # refuses a link out of the study before orbax touches anything
         self._ocp = ocp
         several: dict[str, object] = {}
         if jax.process_count() > 1:  # only this process (process 0, study.distributed) writes the study
@@ -98,6 +112,7 @@ class Checkpoints:
 
     def delete(self, step: int) -> None:
         """Remove the checkpoint of iteration ``step``."""
+        contained(self.directory, self.directory / str(step))
         self._manager.delete(step)
 
     def close(self) -> None:

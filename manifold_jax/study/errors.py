@@ -95,3 +95,14 @@ class InputsChangedError(ValueError):
         self.path = path
         super().__init__(f"{path}: the {what} rebuilt from spec.json differ from inputs.npz (did the model or an "
                          "input file change?); start a new study")
+
+
+class OutsideStudyError(ValueError):
+    """A path inside a study that a symbolic link leads out of it: never written or deleted through."""
+
+    def __init__(self, path: Path, root: Path, target: Path) -> None:
+        self.path = path
+        self.root = root
+        self.target = target
+        super().__init__(f"{path}: a symbolic link leads out of the study {root} (to {target}); a study never writes "
+                         "or deletes through it: replace the link with a folder of the study")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax.attribution import select_tokens, token_importance
+from manifold_jax.explore import check_exploration, init_state
 from manifold_jax.models.base import Task
 from manifold_jax.study.errors import ModalityError, TextTooLongError
 from manifold_jax.study.spec import COUNTERFACTUAL, ImageFile, MnistImage, StudySpec, Text
@@ -121,6 +122,9 @@ def load_inputs(model: Any, spec: StudySpec) -> tuple[np.ndarray | list[str], ja
         x0, ctx = model.embed(images)
         return images, x0, ctx
     texts = [item.text for item in spec.inputs if isinstance(item, Text)]
+    if getattr(model, "tokenizer", "") is None:
+        raise ModelLoadError(f"{spec.model} has no tokenizer (tokenizer.json, or vocab.txt, or vocab.json and "
+                             "merges.txt, beside its config.json); a text input needs the model's tokenizer")
     limit = text_limit(model, spec)
     if limit is None:
         x0, ctx = model.embed(texts)
@@ -130,9 +134,19 @@ def load_inputs(model: Any, spec: StudySpec) -> tuple[np.ndarray | list[str], ja
 
 
 def model_positions(model: Any) -> int | None:
-    """How many token positions a text model has (None when it does not say)."""
+    """How many tokens a text model takes, by the model's own rule (None when it does not say).
+
+    A BERT-family port serves ``config.max_length`` tokens: its position table less the
+    offset its positions start at (RoBERTa's padding_idx + 1, so 512 of 514); GPT-2 serves
+    ``n_positions``. The model's ``embed`` cuts at the same length, so a text is either
+    refused here or explored whole.
+    """
+    from manifold_jax.models.bert_modules import BertConfig
+
     cfg = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
+    if isinstance(cfg, BertConfig):
+        return cfg.max_length
+    for name in ("n_positions", "max_position_embeddings"):
         value = getattr(cfg, name, None)
         if isinstance(value, int):
             return value
@@ -311,4 +325,15 @@ def prepare(spec: StudySpec, model: Any | None = None) -> Prepared:
         logits = np.asarray(jax.vmap(model.head)(x0, ctx))
         labels = tuple(spec.labels) or tuple(str(label) for label in model.labels)
         arrays["target"] = counterfactual_targets(spec, logits, labels)
+    _check_runs(model, spec, x0, ctx, select, box, arrays.get("target"))
     return Prepared(model, spec, x0, ctx, select, box, arrays)
+
+
+def _check_runs(model: Any, spec: StudySpec, x0: jax.Array, ctx: dict[str, jax.Array], select: np.ndarray,
+                box: tuple[np.ndarray, np.ndarray] | None, targets: np.ndarray | None) -> None:
+    """The engine's own checks of every run of the study (box, selection, guides, options), before any write."""
+    start = init_state(x0, jax.random.PRNGKey(spec.seed), f=model.head, args=(ctx,))  # f(x0) evaluated once
+    for run in spec.algorithms:
+        check_exploration(model.head, start, algorithm=cast(Any, spec.algorithm_of(run)), steps=spec.steps,
+                          args=(ctx,), select=select, bounds=box, target=targets if run == COUNTERFACTUAL else None,
+                          **spec.run_keywords(run))

@@ -5,7 +5,9 @@ relative to the study to the SHA-256 of its bytes, and each exploration's checkp
 iteration) to the SHA-256 of their files and of the engine state they hold. Reading a file
 back compares its checksum: a file the manifest lists that is missing or differs is damaged.
 A file it does not list was written just before a crash (it is whole: every write is atomic)
-or by an older version; its contents are then checked by loading it.
+or by an older version; its contents are then checked by loading it. The manifest checksums
+itself too (``self``: the SHA-256 of its canonical content): a damaged manifest is detected,
+set aside, and rebuilt by a resume from the files that verify by loading.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def state_digest(arrays: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def _self_digest(data: Mapping[str, Any]) -> str:
+    """SHA-256 of a manifest's content without its own digest (canonical JSON: sorted keys, no spaces)."""
+    content = {k: v for k, v in data.items() if k != "self"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 @dataclass
 class Manifest:
     """The checksums of one study directory (``root``); ``found`` says whether the file existed."""
@@ -78,6 +86,7 @@ class Manifest:
     checkpoints: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     found: bool = False
     damaged: bool = False
+    problem: str = ""
 
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Manifest:
@@ -91,14 +100,20 @@ class Manifest:
             files = {str(k): str(v) for k, v in data["files"].items()}
             checkpoints = {str(a): {str(s): {"files": str(h["files"]), "state": str(h["state"])} for s, h in v.items()}
                            for a, v in data["checkpoints"].items()}
+            recorded = data.get("self")
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            return cls(root, found=True, damaged=True)
+            return cls(root, found=True, damaged=True, problem=f"{MANIFEST} cannot be read")
+        if recorded is not None and recorded != _self_digest(data):
+            return cls(root, found=True, damaged=True,
+                       problem=f"{MANIFEST} fails its own checksum (it changed after it was written)")
         return cls(root, files, checkpoints, found=True)
 
     def save(self) -> None:
-        """Write the manifest atomically."""
-        atomic.write_json(self.root / MANIFEST, {"format": MANIFEST_FORMAT, "files": dict(sorted(self.files.items())),
-                                                 "checkpoints": self.checkpoints})
+        """Write the manifest atomically, with the checksum of its own content."""
+        data: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": dict(sorted(self.files.items())),
+                                "checkpoints": self.checkpoints}
+        data["self"] = _self_digest(data)
+        atomic.write_json(self.root / MANIFEST, data)
         self.found = True
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ rest, saying in one line what it found. The result equals an uninterrupted run b
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -65,6 +66,7 @@ from manifold_jax.study.storage import (
     read_npz,
     read_spec,
     saved_iterations,
+    timing_problem,
     trajectory_arrays,
     trajectory_from_arrays,
     trajectory_problem,
@@ -162,7 +164,7 @@ def _resume(spec: StudySpec | None, out: Path, progress: bool, echo: Echo) -> Pa
     if removed:
         echo(f"removed {len(removed)} leftover temporary file(s) of an interrupted write")
     if manifest.damaged:
-        echo(f"{MANIFEST} could not be read; every file is checked by loading it instead")
+        echo(f"{manifest.problem}; rebuilt from the files that verify by loading")
         manifest = Manifest(out)
     files = StudyFiles(out, manifest)
     _verify_inputs(files, prepared, echo)
@@ -194,8 +196,7 @@ def _invalidate_results(files: StudyFiles, spec: StudySpec) -> None:
     for algorithm in spec.algorithms:
         files.remove(*(f"{algorithm}/{name}" for name in (TRAJECTORY, BASELINE, INTERPRETATION, PROJECTION)))
     files.remove(*REPORT_FILES)
-    shutil.rmtree(files.path("figures"), ignore_errors=True)
-    files.manifest.forget(*(p for p in list(files.manifest.files) if p.startswith("figures/")))
+    files.remove(*(p for p in list(files.manifest.files) if p.startswith("figures/")))  # the study's own only
 
 
 def _verify_inputs(files: StudyFiles, prepared: Prepared, echo: Echo) -> None:
@@ -226,6 +227,7 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
         iterations = saved_iterations(spec, algorithm)
         echo(f"{algorithm}: {len(spec.inputs)} input(s), {spec.steps} steps, eta={spec.config(algorithm).eta}, "
              f"{int(select.sum())} selected token(s)")
+        _check_timing(files, f"{algorithm}/{TIMING}", echo)
         traj = _explore_checkpointed(prepared, algorithm, jax.random.fold_in(key, number), files, progress, echo)
         if algorithm == COUNTERFACTUAL:  # the baseline compares SiMEC and SiMExp with a gradient walk
             for line in _outcomes(traj, prepared.targets, spec.labels):
@@ -293,12 +295,13 @@ def _explore_checkpointed(
     checkpoints_dir = files.path(f"{rel_dir}/{CHECKPOINTS}")
     chunks_dir.mkdir(parents=True, exist_ok=True)
     remove_unfinished(checkpoints_dir)
-    pieces, notes = _intact_chunks(files, rel_dir, spec)
+    pieces, notes = _intact_chunks(files, rel_dir, spec, algorithm)
     reached = int(pieces[-1].final.iteration) if pieces else 0
     for step in checkpoint_steps(checkpoints_dir):
         if step > reached:
             delete_checkpoint(checkpoints_dir, step)
-    files.manifest.forget_checkpoints(algorithm, keep=set(checkpoint_steps(checkpoints_dir)))
+    # the record of the checkpoint to resume from stays, so that its loss is noticed and said
+    files.manifest.forget_checkpoints(algorithm, keep=set(checkpoint_steps(checkpoints_dir)) | {reached})
     checkpoints = Checkpoints(checkpoints_dir)
     try:
         start: Any = jnp.asarray(prepared.x0)
@@ -309,7 +312,8 @@ def _explore_checkpointed(
                  f"{spec.steps - reached} step(s) to compute")
         elif reached:
             echo(f"{algorithm}: resuming at iteration {reached} of {spec.steps}")
-        clock: dict[str, Any] = {"last": time.perf_counter(), "times": [], "compile": 0.0}
+        clock: dict[str, Any] = {"last": time.perf_counter(), "times": [], "compile": 0.0,
+                                 "previous": pieces[-1] if pieces else None}
 
         def on_compiled() -> None:
             clock["compile"] = time.perf_counter() - clock["last"]
@@ -319,8 +323,16 @@ def _explore_checkpointed(
             now = time.perf_counter()
             steps_in_chunk = int(state.iteration) - int(chunk.iteration[0])
             clock["times"].append((now - clock["last"], steps_in_chunk))
+            previous = clock["previous"]
+            if previous is not None and int(previous.final.iteration) == int(state.iteration):
+                # every item stopped where the previous chunk ended: this chunk only adds that saved
+                # point, so it joins the previous chunk's file (named by the same iteration)
+                chunk = join(previous, chunk)
+                if int(state.iteration) in checkpoints.steps():
+                    checkpoints.delete(int(state.iteration))
             files.write_npz(f"{rel_dir}/{CHUNKS}/{chunk_name(int(state.iteration))}", trajectory_arrays(chunk))
             _checkpoint(checkpoints, files, algorithm, state)
+            clock["previous"] = chunk
             clock["last"] = time.perf_counter()
 
         finished = bool(pieces) and bool(np.all(np.asarray(pieces[-1].final.stopped)))
@@ -339,12 +351,15 @@ def _explore_checkpointed(
     if problem is not None:  # a bug, never a user error: refuse to save a trajectory with a gap
         raise RuntimeError(f"{algorithm}: the joined trajectory does not fit the study: {problem}")
     files.write_npz(f"{rel_dir}/{TRAJECTORY}", trajectory_arrays(traj))
-    if not files.path(f"{rel_dir}/{TIMING}").is_file():  # a resumed run keeps its first part's timing
-        files.write_json(f"{rel_dir}/{TIMING}", _timing(clock["times"], clock["compile"], prepared.select))
+    timing = _timing(clock["times"], clock["compile"], prepared.select)
+    # a resumed run keeps its first part's timing; one that timed nothing (killed after its last chunk) has none
+    if timing is not None and not files.path(f"{rel_dir}/{TIMING}").is_file():
+        files.write_json(f"{rel_dir}/{TIMING}", timing)
     return traj
 
 
-def _intact_chunks(files: StudyFiles, rel_dir: str, spec: StudySpec) -> tuple[list[Trajectory], list[str]]:
+def _intact_chunks(files: StudyFiles, rel_dir: str, spec: StudySpec,
+                   run: str) -> tuple[list[Trajectory], list[str]]:
     """The longest run of intact, consecutive chunks from iteration 0; the chunks after it are deleted.
 
     A chunk is intact when it passes its checksum (or, not yet recorded, when it loads) and
@@ -362,7 +377,7 @@ def _intact_chunks(files: StudyFiles, rel_dir: str, spec: StudySpec) -> tuple[li
     for position, end in enumerate(ends):
         rel = f"{chunks}/{chunk_name(end)}"
         piece, problem = (None, f"chunk {chunk_name(end)} is missing") if end not in on_disk else _read_chunk(
-            files, rel, reached, spec)
+            files, rel, reached, spec.steps, spec.config(run).save_every)
         if piece is None:
             notes.append(problem)
             for later in ends[position:]:
@@ -377,8 +392,11 @@ def _intact_chunks(files: StudyFiles, rel_dir: str, spec: StudySpec) -> tuple[li
     return pieces, notes
 
 
-def _read_chunk(files: StudyFiles, rel: str, start: int, spec: StudySpec) -> tuple[Trajectory | None, str]:
-    """The chunk ``rel`` if it is intact and continues a run that reached ``start``, else why not."""
+def _read_chunk(files: StudyFiles, rel: str, start: int, steps: int, save_every: int) -> tuple[Trajectory | None, str]:
+    """The chunk ``rel`` if it is intact and continues a run that reached ``start``, else why not.
+
+    ``save_every`` is the run's own (the counterfactual saves every step), ``steps`` the study's.
+    """
     name = Path(rel).name
     if files.check(rel) == "mismatch":
         return None, f"chunk {name} fails its checksum"
@@ -388,9 +406,9 @@ def _read_chunk(files: StudyFiles, rel: str, start: int, spec: StudySpec) -> tup
         return None, f"chunk {name} cannot be read ({type(exc).__name__})"
     end = int(name[:8])
     its = traj.iteration
-    if len(its) == 0 or int(its[0]) != start or int(traj.final.iteration) != end or end > spec.steps:
+    if len(its) == 0 or int(its[0]) != start or int(traj.final.iteration) != end or end > steps:
         return None, f"chunk {name} does not continue iteration {start}"
-    if np.any(np.diff(its) != spec.save_every) or int(its[-1]) not in (end, end - spec.save_every):
+    if np.any(np.diff(its) != save_every) or int(its[-1]) not in (end, end - save_every):
         return None, f"chunk {name} does not hold every saved iteration"
     return traj, ""
 
@@ -424,12 +442,18 @@ def _restored_state(
     return state
 
 
-def _timing(times: list[tuple[float, int]], compile_seconds: float, select: np.ndarray) -> dict[str, Any]:
-    """Seconds per iteration over the iterations run (a walk stopped early counts its own), compilation apart."""
+def _timing(times: list[tuple[float, int]], compile_seconds: float, select: np.ndarray) -> dict[str, Any] | None:
+    """Seconds per iteration over the iterations run (a walk stopped early counts its own), compilation apart.
+
+    None when nothing was timed (no iteration computed in this run, as after a kill between the last
+    chunk and the trajectory): a timing is never a guess, and never a non-finite figure.
+    """
     seconds, iterations = float(sum(t for t, _ in times)), int(sum(s for _, s in times))
-    per_iteration = seconds / iterations if iterations else float("nan")
+    if iterations <= 0:
+        return None
+    per_iteration = seconds / iterations
     tokens = int(select.sum())
-    return {
+    timing = {
         "seconds_per_iteration": per_iteration,
         "seconds_per_iteration_per_token": per_iteration / max(tokens, 1),
         "selected_tokens": tokens,
@@ -438,6 +462,25 @@ def _timing(times: list[tuple[float, int]], compile_seconds: float, select: np.n
         "compile_seconds": float(compile_seconds),
         "chunks": [{"seconds": t, "steps": s} for t, s in times],
     }
+    return timing if timing_problem(timing) is None else None
+
+
+def _check_timing(files: StudyFiles, rel: str, echo: Echo) -> None:
+    """Remove a timing.json that a report cannot use (damaged, or a non-finite figure), saying so."""
+    if not files.path(rel).is_file():
+        return
+    status = files.check(rel)
+    problem = "the file fails its checksum" if status == "mismatch" else None
+    if problem is None:
+        try:
+            problem = timing_problem(json.loads(files.path(rel).read_text(encoding="utf-8")))
+        except (ValueError, UnicodeDecodeError):
+            problem = "not valid JSON"
+    if problem is not None:
+        echo(f"{rel}: {problem}; removed (the report shows no timing for this run)")
+        files.remove(rel)
+    elif status == "unrecorded":
+        files.manifest.record(files.path(rel))
 
 
 def _outcomes(traj: Trajectory, targets: np.ndarray | None, labels: tuple[str, ...]) -> list[str]:

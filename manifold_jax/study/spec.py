@@ -265,6 +265,9 @@ class StudySpec:
             raise ValueError(f"bounds={self.bounds!r} is not supported; expected one of {', '.join(BOUNDS)}")
         if self.space not in SPACES:
             raise ValueError(f"space={self.space!r} is not supported; expected one of {', '.join(SPACES)}")
+        if self.space == "pixels" and self.bounds == "measured":
+            raise ValueError("bounds='measured' is measured on embeddings; in space='pixels' every point is an image, "
+                             "so use bounds='theoretical' (the pixel range [0, 1]) or 'none'")
         for name, top in (("steps", MAX_COUNT), ("seed", MAX_SEED)):
             value = _integer(getattr(self, name))
             low = 1 if name == "steps" else 0

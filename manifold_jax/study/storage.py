@@ -31,7 +31,7 @@ from manifold_jax.explore import RECORD_FIELDS, Trajectory
 from manifold_jax.interpret import Interpretation
 from manifold_jax.study import atomic
 from manifold_jax.study.errors import NotAStudyError, StudyDamagedError
-from manifold_jax.study.manifest import Manifest, study_root
+from manifold_jax.study.manifest import MANIFEST, Manifest, study_root
 from manifold_jax.study.spec import StudySpec
 
 SPEC = "spec.json"
@@ -140,7 +140,8 @@ class StudyFiles:
         self.manifest = manifest if manifest is not None else Manifest.load(self.root)
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
+        """The file ``rel`` of the study; OutsideStudyError when a symbolic link leads it out of the study."""
+        return atomic.contained(self.root, self.root / rel)
 
     def write_npz(self, rel: str, arrays: dict[str, Any]) -> None:
         atomic.write_npz(self.path(rel), arrays)
@@ -272,6 +273,8 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     root = study_root(path)
     files = StudyFiles(root)
     spec = read_spec(root, files.manifest)
+    if files.manifest.damaged:
+        raise StudyDamagedError(root / MANIFEST, files.manifest.problem.removeprefix(f"{MANIFEST} "))
     inputs = files.read_npz(INPUTS, required=True)
     assert inputs is not None
     problem = inputs_problem(inputs, spec)
@@ -316,6 +319,18 @@ def _timing(files: StudyFiles, rel: str) -> dict[str, float]:
         value = json.loads(files.path(rel).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise StudyDamagedError(files.path(rel), "not valid JSON") from None
-    if not isinstance(value, dict):
-        raise StudyDamagedError(files.path(rel), "expected a JSON object")
+    problem = timing_problem(value)
+    if problem is not None:
+        raise StudyDamagedError(files.path(rel), problem)
     return value
+
+
+def timing_problem(value: Any) -> str | None:
+    """Why a timing.json value is not a report's timing (an object of finite, non-negative figures), or None."""
+    if not isinstance(value, dict):
+        return "expected a JSON object"
+    for name in ("seconds_per_iteration", "seconds_per_iteration_per_token"):
+        figure = value.get(name)
+        if isinstance(figure, bool) or not isinstance(figure, (int, float)) or not np.isfinite(figure) or figure < 0:
+            return f"{name} must be a finite number >= 0, got {figure!r}"
+    return None
