@@ -33,6 +33,7 @@ from manifold_jax.study.checkpoints import (
     remove_unfinished,
     state_hash,
 )
+from manifold_jax.study.counterfactual_run import CERTIFICATE, run_counterfactual
 from manifold_jax.study.errors import (
     InputsChangedError,
     NotAStudyError,
@@ -224,7 +225,10 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
         iterations = saved_iterations(spec, algorithm)
         echo(f"{algorithm}: {len(spec.inputs)} input(s), {spec.steps} steps, eta={spec.config(algorithm).eta}, "
              f"{int(select.sum())} selected token(s)")
-        traj = _explore_checkpointed(prepared, algorithm, jax.random.fold_in(key, number), files, progress, echo)
+        if algorithm == COUNTERFACTUAL:
+            traj = _counterfactual(prepared, files, echo)
+        else:
+            traj = _explore_checkpointed(prepared, algorithm, jax.random.fold_in(key, number), files, progress, echo)
         if algorithm == COUNTERFACTUAL:  # the baseline compares SiMEC and SiMExp with a gradient walk
             pass
         elif spec.baseline and _intact(files, f"{algorithm}/{BASELINE}", x0.shape, iterations, echo) is None:
@@ -240,6 +244,22 @@ def _run(prepared: Prepared, files: StudyFiles, progress: bool, echo: Echo) -> N
             echo(f"{algorithm}: decoding {traj.x.shape[1]} saved points per input (Algorithm 3)")
             interp = interpret(model, traj.x, ctx)
             files.write_npz(f"{algorithm}/{INTERPRETATION}", {"inputs": interp.inputs, "logits": interp.logits})
+
+
+def _counterfactual(prepared: Prepared, files: StudyFiles, echo: Echo) -> Trajectory:
+    """The closest counterfactual of each input (``mj.counterfactual``): its path as a trajectory and
+    its certificate; one compiled call, computed again when either file is missing or damaged."""
+    rel = f"{COUNTERFACTUAL}/{TRAJECTORY}"
+    done = _intact(files, rel, prepared.x0.shape, saved_iterations(prepared.spec, COUNTERFACTUAL), echo)
+    if done is not None and files.path(f"{COUNTERFACTUAL}/{CERTIFICATE}").is_file():
+        return done
+    assert prepared.targets is not None  # a study with a counterfactual run has a target per input
+    files.path(COUNTERFACTUAL).mkdir(parents=True, exist_ok=True)
+    traj, cert = run_counterfactual(prepared.model, prepared.x0, prepared.ctx, prepared.targets, prepared.select,
+                                    prepared.box, prepared.spec.steps)
+    files.write_npz(rel, trajectory_arrays(traj))
+    files.write_json(f"{COUNTERFACTUAL}/{CERTIFICATE}", cert)
+    return traj
 
 
 def _intact(files: StudyFiles, rel: str, x0_shape: tuple[int, ...], iterations: np.ndarray,
