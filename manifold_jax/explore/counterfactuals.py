@@ -35,14 +35,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
-from manifold_jax._checks import check_count, check_finite, check_float_array, check_option, check_real, is_concrete
+from manifold_jax._checks import check_count, check_finite, check_float_array, check_option, check_real
 from manifold_jax._xla import jit
-from manifold_jax.explore.problem import batch_args, box
+from manifold_jax.explore.counterfactual_inputs import check_source, explored, item_bounds, item_targets
+from manifold_jax.explore.problem import batch_args
 from manifold_jax.geometry import output_size
-from manifold_jax.selection import Select, token_selection
+from manifold_jax.selection import Select
 
 MARGINS: tuple[str, ...] = ("other", "source")
 """The margin: target against the best other class, or against the class at x0."""
@@ -67,6 +67,7 @@ class Settings:
     max_locate: int
     min_step: float
     rows: int
+    max_step: float
 
 
 @jax.tree_util.register_dataclass
@@ -335,7 +336,7 @@ def _start(m0: jax.Array, x0: jax.Array, cfg: Settings) -> _Item:
     zero_i = jnp.zeros((batch,), jnp.int32)
     ones = jnp.ones((batch,), x0.dtype)
     return _Item(x=x0, m=m0, phase=jnp.where(m0 >= cfg.overshoot, DONE, REACH).astype(jnp.int32), it=zero_i,
-                 radius=jnp.full((batch,), jnp.inf, x0.dtype), alpha=ones, a=x0, b=x0, ma=m0, mb=m0, tries=zero_i)
+                 radius=jnp.full((batch,), cfg.max_step, x0.dtype), alpha=ones, a=x0, b=x0, ma=m0, mb=m0, tries=zero_i)
 
 
 @jit(static_argnames=("static", "cfg"))
@@ -394,48 +395,6 @@ def _finish(f: Any, args: Any, x0: jax.Array, x: jax.Array, target: jax.Array, s
 # --------------------------------------------------------------------------- the public function
 
 
-def _targets(target: Any, batch: int, k: int) -> jax.Array:
-    """Class indices (B,) from one class or one per item; range checked where concrete."""
-    if not is_concrete(target):
-        arr = jnp.asarray(target)
-        if not jnp.issubdtype(arr.dtype, jnp.integer):
-            raise TypeError(f"target must be integer class indices, got dtype {arr.dtype}")
-        return jnp.broadcast_to(arr, (batch,)).astype(jnp.int32)
-    np_arr = np.asarray(target)
-    if np_arr.dtype == bool or not np.issubdtype(np_arr.dtype, np.integer):
-        raise TypeError(f"target must be a class index or one class index per item, got {target!r}")
-    classes = np.broadcast_to(np_arr, (batch,)) if np_arr.ndim == 0 else np_arr
-    if classes.shape != (batch,):
-        raise ValueError(f"target holds {np_arr.size} class indices of shape {np_arr.shape}; expected one, "
-                         f"or one per item ({batch})")
-    if (classes < 0).any() or (classes >= k).any():
-        bad = int(classes[(classes < 0) | (classes >= k)][0])
-        raise ValueError(f"target class {bad} is out of range: f has {k} outputs (0..{k - 1})")
-    return jnp.asarray(classes, jnp.int32)
-
-
-def _movable(select: Select, x0: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
-    """Explored coordinates (B, n, d): the selected tokens, minus coordinates pinned by lo == hi."""
-    batch, n, _ = x0.shape
-    if select is not None and not is_concrete(select):
-        mask = jnp.broadcast_to(jnp.asarray(select, bool), (batch, n))
-    else:
-        mask = jnp.asarray(token_selection(select, n, batch).mask)
-    return mask[:, :, None] & (lo < hi)
-
-
-def _check_source(f: Any, args: Any, x0: jax.Array, target: jax.Array) -> None:
-    """Refuse a target that is already an item's predicted class (concrete inputs only)."""
-    if not (is_concrete(x0) and is_concrete(target) and is_concrete(args)):
-        return
-    current = np.asarray(jit(jax.vmap(lambda x, a: jnp.argmax(f(x, *a))))(x0, args))
-    same = current == np.asarray(target)
-    if same.any():
-        b = int(np.argmax(same))
-        raise ValueError(f"target class {int(np.asarray(target)[b])} is already the predicted class of item {b}; "
-                         "choose another class")
-
-
 def counterfactual(
     f: Any,
     x0: Any,
@@ -453,6 +412,7 @@ def counterfactual(
     max_locate: int = 20,
     min_step: float = 1e-9,
     rows: int = 2,
+    max_step: float = float("inf"),
 ) -> Counterfactual:
     """The closest input to x0 (n, d) / (B, n, d) that f assigns to ``target``, with its certificate.
 
@@ -466,7 +426,10 @@ def counterfactual(
     iteration budget of all phases together; ``min_step``: the relative step below which a
     phase gives up; ``rows``: with ``margin="other"``, how many of the best other classes the
     slide keeps behind the target at once (2 handles the edge where two classes tie; a point
-    where more tie needs more). ``key`` is accepted for symmetry with ``simec`` / ``simexp``:
+    where more tie needs more); ``max_step``: the first reach step's largest length (the trust
+    radius; inf: DeepFool's whole linear step. A small one follows the margin's ascent, which may
+    cross the boundary closer to x0, or stall at a local maximum of the margin). ``key`` is
+    accepted for symmetry with ``simec`` / ``simexp``:
     the method is deterministic. An item that cannot reach its target within the box and the budget
     comes back with ``reached`` False and its last point. Works under ``jit`` and ``vmap``
     (checks that need values are skipped on traced inputs).
@@ -478,7 +441,8 @@ def counterfactual(
                    tol=check_real("tol", tol, positive=True),
                    level_tol=check_real("level_tol", overshoot / 2 if level_tol is None else level_tol, positive=True),
                    max_steps=check_count("max_steps", max_steps), max_locate=check_count("max_locate", max_locate),
-                   min_step=check_real("min_step", min_step, positive=True), rows=check_count("rows", rows))
+                   min_step=check_real("min_step", min_step, positive=True), rows=check_count("rows", rows),
+                   max_step=max_step if max_step == float("inf") else check_real("max_step", max_step, positive=True))
     if cfg.level_tol >= cfg.overshoot:
         raise ValueError(f"level_tol must be below overshoot ({cfg.overshoot}), got {cfg.level_tol}: "
                          "the counterfactual's margin must stay positive")
@@ -488,24 +452,12 @@ def counterfactual(
         raise ValueError(f"x0 must be non-empty, got shape {tuple(arr.shape)}")
     args_b = batch_args(args, xb.shape[0], batched)
     k = output_size(f, xb[0], jax.tree.map(lambda a: a[0], args_b))
-    classes = _targets(target, xb.shape[0], k)
+    classes = item_targets(target, xb.shape[0], k)
     dynamic, static = split_callable(f)
-    _check_source(merge_callable(dynamic, static), args_b, xb, classes)
-    lo, hi = _bounds(bounds, xb, select)
-    out = _solve(dynamic, static, args_b, xb, classes, _movable(select, xb, lo, hi), lo, hi, cfg)
+    check_source(merge_callable(dynamic, static), args_b, xb, classes)
+    lo, hi = item_bounds(bounds, xb, select)
+    out = _solve(dynamic, static, args_b, xb, classes, explored(select, xb, lo, hi), lo, hi, cfg)
     return out if batched else jax.tree.map(lambda v: v[0], out)
-
-
-def _bounds(bounds: tuple[Any, Any] | None, x0: jax.Array, select: Select) -> tuple[jax.Array, jax.Array]:
-    """(lo, hi) broadcast to x0 (B, n, d), checked as for the explorations where concrete."""
-    if bounds is None:
-        inf = jnp.full(x0.shape, jnp.inf, x0.dtype)
-        return -inf, inf
-    if is_concrete((bounds, x0, select)):
-        return box(bounds, x0, token_selection(select, x0.shape[1], x0.shape[0]), True)
-    lo, hi = bounds
-    return (jnp.broadcast_to(jnp.asarray(lo, x0.dtype), x0.shape[1:])[None].repeat(x0.shape[0], 0),
-            jnp.broadcast_to(jnp.asarray(hi, x0.dtype), x0.shape[1:])[None].repeat(x0.shape[0], 0))
 
 
 __all__ = ["MARGINS", "Counterfactual", "counterfactual", "kkt_residual", "margin_of"]
