@@ -221,4 +221,6 @@ def test_mnist_vit_pixel_space_reaches_the_runner_up_with_a_certificate() -> Non
     predicted = np.asarray(jax.vmap(model.head)(again, ctx)).argmax(1)
     assert predicted.tolist() == runner_up.tolist()
     assert float(np.max(out.x)) <= 1 and float(np.min(out.x)) >= 0
-    assert np.all(np.asarray(out.distance) < np.asarray(out.path_distance)[:, 3])  # shorter than the first steps
+    # the slide only moves closer: the answer is no farther than the located crossing it started from
+    start = np.argmax(np.asarray(out.path_phase) == 2, axis=1)
+    assert np.all(np.asarray(out.distance) <= np.asarray(out.path_distance)[np.arange(2), start] * (1 + 1e-6))

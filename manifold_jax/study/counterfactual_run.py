@@ -1,7 +1,8 @@
 """A study's counterfactual run: ``mj.counterfactual`` to each input's target, stored as a trajectory.
 
 The path (reach, locate, slide) is kept in the trajectory format every report reads (one saved
-point per iteration, the loop's records that do not apply as NaN or 0), and its certificate
+point per iteration; drift the largest change of a logit from x0; the loop's records that do not
+apply as NaN or 0), and its certificate
 (distance, margin, KKT residual, reached, converged per input) in ``counterfactual/certificate.json``.
 The run is one compiled call: a study interrupted during it computes it again.
 """
@@ -32,6 +33,7 @@ def trajectory_of(result: Counterfactual, f: Any, args: tuple[Any, ...]) -> Traj
     hits = y.argmax(axis=2) == target[:, None]
     stop = np.where(np.asarray(result.reached), np.argmax(hits, axis=1), -1).astype(np.int32)
     nan = np.full((batch, points), np.nan, path.dtype)
+    drift = np.abs(y - y[:, :1]).max(axis=2).astype(path.dtype)  # how far the logits moved (a walk leaves its level)
     zeros = np.zeros((batch, points), np.int32)
     final = ExplorationState(
         x=jnp.asarray(result.x), key=jnp.zeros((batch, 2), jnp.uint32), iteration=jnp.asarray(points - 1, jnp.int32),
@@ -41,7 +43,7 @@ def trajectory_of(result: Counterfactual, f: Any, args: tuple[Any, ...]) -> Traj
         stop_iteration=jnp.asarray(stop), closest=jnp.full(batch, jnp.inf, path.dtype),
         closest_iteration=jnp.full(batch, -1, jnp.int32), closest_x=jnp.asarray(result.x))
     return Trajectory(
-        x=path, y=y, step=nan[..., None], eigenvalue=nan[..., None], status=zeros, stalls=zeros, h=nan, drift=nan,
+        x=path, y=y, step=nan[..., None], eigenvalue=nan[..., None], status=zeros, stalls=zeros, h=nan, drift=drift,
         error=nan, corrections=zeros, rejected=zeros, distance=np.asarray(result.path_distance)[:, :points],
         arc_length=arc, goal_distance=nan, iteration=np.arange(points), final=final)
 
