@@ -210,17 +210,19 @@ def kkt_residual(x: jax.Array, x0: jax.Array, grads: jax.Array, active: jax.Arra
     return jnp.where(dn > 0, jnp.sqrt(_dot(r, r)) / jnp.where(dn > 0, dn, 1), 0)
 
 
-def _reach(st: _Item, g: jax.Array, lo: jax.Array, hi: jax.Array, movable: jax.Array,
+def _reach(st: _Item, grads: jax.Array, c: jax.Array, lo: jax.Array, hi: jax.Array, movable: jax.Array,
            cfg: Settings) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The linearised step toward the level (capped at the trust radius): (candidate, capped, possible)."""
-    free = _free(st.x, g, lo, hi, movable)
-    gf = g * free
-    gg = _dot(gf, gf)
+    """The linearised step that lifts every competing margin below the aim to it (DeepFool's step, on
+    several rows where classes tie), capped at the trust radius: (candidate, capped, possible)."""
     aim = cfg.overshoot + jnp.maximum(cfg.overshoot, _AIM * (cfg.overshoot - st.m))
-    step = jnp.where(gg > 0, (aim - st.m) / jnp.where(gg > 0, gg, 1), 0) * gf
+    rows = (c < aim) | (jnp.arange(c.shape[0]) == 0)
+    free = _free(st.x, grads[0], lo, hi, movable)
+    step = _min_norm(grads * free, jnp.where(rows, aim - c, 0), rows)
+    free = movable & ~((st.x <= lo) & (step < 0)) & ~((st.x >= hi) & (step > 0))
+    step = _min_norm(grads * free, jnp.where(rows, aim - c, 0), rows)
     length = jnp.sqrt(_dot(step, step))
     scale = jnp.minimum(1, st.radius / jnp.where(length > 0, length, 1))
-    return _clip(st.x + scale * step, lo, hi), scale < 1, gg > 0
+    return _clip(st.x + scale * step, lo, hi), scale < 1, length > 0
 
 
 def _secant(st: _Item, cfg: Settings) -> jax.Array:
@@ -280,7 +282,7 @@ def _item_step(f: Any, args: Any, x0: jax.Array, t: jax.Array, s: jax.Array, mov
         y = f(z, *args)
         return y[t] - y[js]
 
-    reach_x, capped, possible = _reach(st, grads[0], lo, hi, movable, cfg)
+    reach_x, capped, possible = _reach(st, grads, c, lo, hi, movable, cfg)
     cand = jnp.where(st.phase == REACH, reach_x, jnp.where(
         st.phase == LOCATE, _secant(st, cfg), _slide(st, grads, c, level, x0, lo, hi, movable, cfg)))
     mc = margin_of(f(cand, *args), t, s, cfg.margin)
