@@ -181,8 +181,8 @@ def _add_exploration_options(p: argparse.ArgumentParser) -> None:
     c.add_argument("--stop", choices=STOP_EVENTS, default=None,
                    help="flip: stop an input's exploration where its predicted class changes")
     c.add_argument("--counterfactual", nargs="?", const="runner-up", default=None, metavar="TARGET",
-                   help="also walk each input to another class along the minimum-norm input change (targeted SiMExp, "
-                        f"stopped at the flip): {', '.join(TARGETS)} (default runner-up), a class index or a label")
+                   help="also find each input's closest counterfactual of another class (mj.counterfactual, with "
+                        f"its KKT certificate): {', '.join(TARGETS)} (default runner-up), a class index or a label")
     g.add_argument("--option", type=_engine_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the engine (ExploreConfig), e.g. --option mode=rev; repeatable")
     g.add_argument("--max-length", type=int, default=None, metavar="N",
@@ -259,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the README's main job: SiMEC, SiMExp and counterfactuals on MNIST digits and sentences",
                        description="Explore three MNIST digits (in pixel space) with the embedded ViT and three "
                                    "sentences with the embedded MiniLM topic classifier: SiMEC, SiMExp, and a "
-                                   "counterfactual walk to each input's runner-up class; then write a report folder.")
+                                   "closest counterfactual of each input's runner-up class; then write a report.")
     d.add_argument("--out", default="manifold-jax-demo", help="report folder (default ./manifold-jax-demo)")
     d.add_argument("--steps", type=int, default=1000, help="iterations per exploration (default 1000)")
     d.add_argument("--eta", type=float, default=10.0, help="step multiplier (default 10)")
@@ -484,8 +484,8 @@ def _demo(args: argparse.Namespace) -> None:
     # The text study measures outputs with the Fisher-Rao metric: for this confident
     # classifier a SiMExp step along a Euclidean-logit eigenvector often barely moves the
     # predicted distribution, while the Fisher metric ranks directions by how much they do.
-    # Each study also walks every input to its runner-up class along the minimum-norm input
-    # change (the counterfactual run: targeted SiMExp, stopped at the flip).
+    # Each study also finds every input's closest counterfactual of its runner-up class (the
+    # counterfactual run: mj.counterfactual, its path and KKT certificate).
     runs = ("simec", "simexp", "counterfactual")
     studies = {
         # pixel space: every explored point is an image the model classifies as the exploration says

@@ -25,8 +25,17 @@ from tqdm.auto import tqdm
 
 from manifold_jax import analysis
 from manifold_jax.report_html import write_report_html
-from manifold_jax.study import COUNTERFACTUAL, Study, StudyIncompleteError, load_model, load_study, study_root
+from manifold_jax.study import (
+    COUNTERFACTUAL,
+    Study,
+    StudyDamagedError,
+    StudyIncompleteError,
+    load_model,
+    load_study,
+    study_root,
+)
 from manifold_jax.study.atomic import remove_temporaries
+from manifold_jax.study.counterfactual_run import CERTIFICATE
 from manifold_jax.study.storage import PROJECTION, StudyFiles
 
 HEADLINE = (
@@ -69,6 +78,7 @@ def describe_input(source: str, index: int, limit: int = 60) -> str:
 def study_metrics(study: Study) -> dict[str, Any]:
     """Every metric for every input of a study, plus means over inputs (JSON-ready)."""
     select = study.inputs["select"]
+    certificate = counterfactual_certificate(study)
     per_input = []
     for b, source in enumerate(study.spec.inputs):
         entry: dict[str, Any] = {"input": str(source)}
@@ -89,6 +99,8 @@ def study_metrics(study: Study) -> dict[str, Any]:
                 stop_iteration=int(np.asarray(traj.final.stop_iteration)[b]),
                 target=int(targets[b]) if algorithm == COUNTERFACTUAL and targets is not None else None,
             )
+            if algorithm == COUNTERFACTUAL and certificate is not None:
+                entry[algorithm]["path"]["certificate"] = {k: v[b] for k, v in certificate.items()}
             if algorithm in study.baselines:
                 entry[f"baseline_{algorithm}"] = analysis.summarize(
                     logits=study.baselines[algorithm].y[b], points=study.baselines[algorithm].x[b],
@@ -110,6 +122,17 @@ def _time_run(timing: dict[str, Any], steps: int) -> tuple[float | None, int]:
     return float(per_iteration) * steps, steps
 
 
+def counterfactual_certificate(study: Study) -> dict[str, list[Any]] | None:
+    """The counterfactual run's certificate (per input: reached, converged, distance, margin, kkt), if stored."""
+    files = StudyFiles(study.path)
+    rel = f"{COUNTERFACTUAL}/{CERTIFICATE}"
+    if files.check(rel) == "missing":
+        return None
+    if files.check(rel) == "mismatch":
+        raise StudyDamagedError(files.path(rel), "the file fails its checksum (it changed after it was written)")
+    return json.loads(files.path(rel).read_text())
+
+
 def _path_line(path: dict[str, Any], labels: tuple[str, ...]) -> str:
     """One line on what a walk did: distances, drift, steps, and where it stopped."""
     text = (f"walked {_fmt(path['distance_walked'])}, ended {_fmt(path['distance_from_x0'])} from x0; "
@@ -123,6 +146,8 @@ def _path_line(path: dict[str, Any], labels: tuple[str, ...]) -> str:
                  f"(p = {probs[path['stop_class']]:.3f}), {_fmt(path['stop_distance_from_x0'])} from x0")
     if "target" in path:
         text += f"; target {_label(labels, path['target'])} {'reached' if path['reached_target'] else 'not reached'}"
+    if "certificate" in path:
+        text += "; " + _certificate_text(path["certificate"])
     return text
 
 
@@ -349,6 +374,7 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
     walks = {a: t for a, t in study.trajectories.items() if a != COUNTERFACTUAL}
     counterfactual = study.trajectories.get(COUNTERFACTUAL)
     decoded = study.interpretations.get(COUNTERFACTUAL)
+    certificate = counterfactual_certificate(study)
     for b, source in enumerate(study.spec.inputs):
         name = describe_input(str(source), b)
         if walks:
@@ -369,7 +395,7 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
                 # probabilities shown are the model's own on the decoded image
                 counterfactual_image=decoded.inputs[b][-1], original_logits=counterfactual.y[b][0],
                 counterfactual_logits=decoded.logits[b][-1], target=int(study.inputs["target"][b]),
-                caption=_counterfactual_caption(counterfactual, b),
+                caption=_counterfactual_caption(counterfactual, b, certificate),
             ))
         tokens = None
         if model is not None:
@@ -386,8 +412,18 @@ def _draw(study: Study, model: Any, files: StudyFiles, projections: dict[str, li
             ))
 
 
-def _counterfactual_caption(traj: Any, b: int) -> str:
-    """Where item b's counterfactual path stopped, and how far it moved the input."""
+def _certificate_text(c: dict[str, Any]) -> str:
+    """The closest counterfactual's figures: L2 distance, margin, KKT residual (0 at the closest point)."""
+    if not c["reached"]:
+        return f"closest counterfactual not reached within the box and the step budget (L2 {c['distance']:.3g})"
+    return (f"closest counterfactual: L2 {c['distance']:.3g}, margin {c['margin']:.2g}, KKT residual {c['kkt']:.2g}"
+            f"{'' if c['converged'] else ' (above tol)'}")
+
+
+def _counterfactual_caption(traj: Any, b: int, certificate: dict[str, list[Any]] | None = None) -> str:
+    """Where item b's counterfactual path stopped, and how far it moved the input (with its certificate)."""
+    if certificate is not None:
+        return _certificate_text({k: v[b] for k, v in certificate.items()})
     stop = int(np.asarray(traj.final.stop_iteration)[b])
     moved = f"|x - x0| = {float(traj.distance[b][-1]):.3g}"
     if stop < 0:

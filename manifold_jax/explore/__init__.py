@@ -10,9 +10,11 @@ arc-length and adaptive steps, the box as an active set, targets, goals, stop ev
 
 Modules: ``options`` (the frozen configuration), ``problem`` (one checked, batched
 problem and the explicit state), ``iteration`` (one pure step of one item), ``loop`` (the
-compiled, chunked, vmapped loop and the Trajectory it returns).
+compiled, chunked, vmapped loop and the Trajectory it returns), ``counterfactuals`` (the
+closest input of a target class, with its KKT certificate).
 """
 
+from manifold_jax.explore.counterfactuals import Counterfactual, counterfactual
 from manifold_jax.explore.devices import process_items
 from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
 from manifold_jax.explore.loop import (
@@ -62,6 +64,7 @@ __all__ = [
     "Absolute",
     "Adaptive",
     "Coherent",
+    "Counterfactual",
     "Distance",
     "ExplorationState",
     "ExploreConfig",
@@ -74,6 +77,7 @@ __all__ = [
     "Trajectory",
     "check_exploration",
     "combine",
+    "counterfactual",
     "explore",
     "in_slices",
     "init_state",

@@ -39,7 +39,7 @@ STUDY_OPTIONS: dict[str, Any] = {"save_every": 10}
 """Engine options a study sets differently from the engine (a saved point every 10 steps)."""
 
 COUNTERFACTUAL = "counterfactual"
-"""The study's targeted run: SiMExp toward a class (``StudySpec.target``), stopped at the flip."""
+"""The study's targeted run: the closest input of a class (``StudySpec.target``), by ``mj.counterfactual``."""
 
 RUNS: tuple[str, ...] = (*ALGORITHMS, COUNTERFACTUAL)
 """The explorations a study can hold: SiMEC, SiMExp and the counterfactual."""
@@ -50,7 +50,8 @@ COUNTERFACTUAL_OPTIONS: dict[str, Any] = {
 }
 """The counterfactual's own step (``run_options["counterfactual"]`` overrides it): an adaptive walk
 along J^+ (e_c - p) whose linear model of the probabilities stays within 1e-2 per step, in the
-box, to the flip."""
+box, to the flip. The study's counterfactual run is ``mj.counterfactual`` (its own reach, locate
+and slide, ``steps`` iterations at most), which reads only ``save_every`` (1: its whole path) of these."""
 
 SHARED_WITH_COUNTERFACTUAL = ("threshold", "spectrum", "blocks", "output_metric", "mode", "chunk_size", "batch_size")
 """Study options the counterfactual shares with SiMEC and SiMExp (its step and saving are its own)."""
