@@ -478,21 +478,20 @@ COUNTERFACTUAL_STUDY = ["--mnist", "0", "1000", "--steps", "10", "--select", "al
                         "--no-report"]
 
 
-def test_an_unfinished_counterfactual_resumes_from_its_chunks_bit_identically(tiny_vit: str, workdir: Path) -> None:
-    """Killed at its second chunk (iteration 4, saved every step): the resume keeps the first chunk
-    (before: every chunk was rejected against the study's save_every and the run began again)."""
+def test_an_interrupted_counterfactual_is_computed_again_bit_identically(tiny_vit: str, workdir: Path) -> None:
+    """The counterfactual run is one compiled call (mj.counterfactual): killed while its certificate
+    is written, after its path, the resume computes it again and the study equals an uninterrupted one."""
     reference = workdir / "reference"
     main(["explore", "--model", tiny_vit, *COUNTERFACTUAL_STUDY, "--out", str(reference)])
-    cf = load_study(reference).trajectories["counterfactual"]
-    assert int(np.asarray(cf.final.stop_iteration).min()) > 4 or (cf.final.stop_iteration < 0).any()
-    proc = _crash("counterfactual/chunks/*", 2, ["explore", "--model", tiny_vit, *COUNTERFACTUAL_STUDY,
-                                                 "--out", "killed"])
+    proc = _crash("counterfactual/certificate.json", 1, ["explore", "--model", tiny_vit, *COUNTERFACTUAL_STUDY,
+                                                         "--out", "killed"])
     assert proc.returncode == KILLED, proc.stderr[-3000:]
-    assert load_study(workdir / "killed").unfinished == {"counterfactual": 2}
-    lines: list[str] = []
-    run_study(None, "killed", resume=True, progress=False, echo=lines.append)
-    assert "counterfactual: resuming at iteration 2 of 10" in lines, lines
+    assert not (workdir / "killed" / "counterfactual" / "certificate.json").is_file()
+    run_study(None, "killed", resume=True, progress=False, echo=lambda _: None)
     _same_results(reference, workdir / "killed")
+    for name in ("certificate.json", "trajectory.npz"):
+        assert (reference / "counterfactual" / name).read_bytes() == (workdir / "killed" / "counterfactual" /
+                                                                       name).read_bytes(), name
 
 
 # --------------------------------------------------------------------------- 9. nits
