@@ -402,5 +402,6 @@ def _check_named_statuses_and_thumbnails(browser: Any, study: Any) -> None:
     _set_slider(browser, len(study.trajectories["simexp"].iteration) - 1)
     box = browser.find_element(By.CSS_SELECTOR, '#run-strip .run[data-run="counterfactual"]')
     end = int(cf.iteration[-1])
-    assert int(box.get_attribute("data-iteration")) == end < study.spec.steps
-    assert f"ended at t = {end}:" in box.text
+    assert int(box.get_attribute("data-iteration")) == end
+    if end < study.spec.steps:  # a search that ended before the study's last step is labelled so
+        assert f"ended at t = {end}:" in box.text

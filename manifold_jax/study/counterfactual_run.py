@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax.explore import Counterfactual, ExplorationState, Trajectory, counterfactual
+from manifold_jax.explore import STOPPED, Counterfactual, ExplorationState, Trajectory, counterfactual
 
 CERTIFICATE = "certificate.json"
 """The counterfactual's certificate, beside its trajectory."""
@@ -35,6 +35,9 @@ def trajectory_of(result: Counterfactual, f: Any, args: tuple[Any, ...]) -> Traj
     nan = np.full((batch, points), np.nan, path.dtype)
     drift = np.abs(y - y[:, :1]).max(axis=2).astype(path.dtype)  # how far the logits moved (a walk leaves its level)
     zeros = np.zeros((batch, points), np.int32)
+    # each item is frozen from its own last iteration on (its search ended there): the status says so
+    ended = np.arange(points)[None] >= np.asarray(result.iterations)[:, None]
+    status = np.where(ended, STOPPED, 0).astype(np.int32)
     final = ExplorationState(
         x=jnp.asarray(result.x), key=jnp.zeros((batch, 2), jnp.uint32), iteration=jnp.asarray(points - 1, jnp.int32),
         stalls=jnp.zeros(batch, jnp.int32), origin=jnp.asarray(path[:, 0]), anchor=jnp.asarray(y[:, 0]),
@@ -43,7 +46,7 @@ def trajectory_of(result: Counterfactual, f: Any, args: tuple[Any, ...]) -> Traj
         stop_iteration=jnp.asarray(stop), closest=jnp.full(batch, jnp.inf, path.dtype),
         closest_iteration=jnp.full(batch, -1, jnp.int32), closest_x=jnp.asarray(result.x))
     return Trajectory(
-        x=path, y=y, step=nan[..., None], eigenvalue=nan[..., None], status=zeros, stalls=zeros, h=nan, drift=drift,
+        x=path, y=y, step=nan[..., None], eigenvalue=nan[..., None], status=status, stalls=zeros, h=nan, drift=drift,
         error=nan, corrections=zeros, rejected=zeros, distance=np.asarray(result.path_distance)[:, :points],
         arc_length=arc, goal_distance=nan, iteration=np.arange(points), final=final)
 
