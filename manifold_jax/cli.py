@@ -499,7 +499,7 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"== {name}: {spec.model}")
         run_study(spec, out / name, overwrite=args.overwrite, progress=not args.quiet)
         build_report(out / name, progress=not args.quiet)
-    print(f"demo written to {out}/ (images/ and text/: report.html, report.md, figures/*.png)")
+    print(f"demo written to {args.out.rstrip(os.sep)}/ (images/ and text/: report.html, report.md, figures/*.png)")
 
 
 def _demo_texts(demo: tuple[list[str], Any, tuple[str, ...]]) -> tuple[str, ...]:
