@@ -13,19 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.xdist_group("demo")
-
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT = 40 * 60
 """Seconds: the demo takes about 7 minutes on a 2-core CPU; past this something hangs."""
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's output folder after ``manifold-jax demo`` ran, unchanged, in a fresh directory."""
-    user = tmp_path_factory.mktemp("new_user")
+def run_the_demo(user: Path) -> Path:
+    """The demo's output folder after ``manifold-jax demo`` ran, unchanged, in the fresh directory ``user``."""
     script = Path(sys.executable).parent / "manifold-jax"
     assert script.is_file(), f"the console script is installed beside {sys.executable}"
     done = subprocess.run([str(script), "demo"], cwd=user, capture_output=True, text=True, timeout=DEMO_TIMEOUT)
@@ -38,8 +32,7 @@ def _metrics(demo: Path, study: str) -> dict:
     return json.loads((demo / study / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("study", ["images", "text"])
-def test_the_demo_writes_both_reports_and_simec_keeps_every_prediction(demo: Path, study: str) -> None:
+def check_reports_and_simec(demo: Path, study: str) -> None:
     folder = demo / study
     for name in ("report.html", "report.md", "metrics.json", "spec.json", "manifest.json"):
         assert (folder / name).is_file(), name
@@ -54,20 +47,20 @@ def test_the_demo_writes_both_reports_and_simec_keeps_every_prediction(demo: Pat
     assert len(list((folder / "figures").glob("*.png"))) == 9
 
 
-def test_the_digits_are_explored_in_pixel_space_and_decode_exactly(demo: Path) -> None:
+def check_pixel_space(demo: Path) -> None:
     assert json.loads((demo / "images" / "spec.json").read_text())["space"] == "pixels"
     agreement = [e[a]["interpretation"]["prediction_agreement"] for e in _metrics(demo, "images")["inputs"]
                  for a in ("simec", "simexp", "counterfactual")]
     assert all(a == 1.0 for a in agreement), agreement
 
 
-def test_the_sentences_are_verified(demo: Path) -> None:
+def check_verified_sentences(demo: Path) -> None:
     text = _metrics(demo, "text")
     assert all("verified_agreement" in e["simexp"]["projection"] for e in text["inputs"])
     assert "verified:" in (demo / "text" / "report.md").read_text()
 
 
-def test_the_readme_demo_paragraph_is_this_run(demo: Path) -> None:
+def check_readme_paragraph(demo: Path) -> None:
     """The README's demo paragraph is what benchmarks/demo_summary.py writes from this run's metrics:
     the same words, and every number within the spread expected between machines."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -79,3 +72,14 @@ def test_the_readme_demo_paragraph_is_this_run(demo: Path) -> None:
     fresh = demo_summary.paragraph(demo)
     problems = demo_summary.disagreements(written, fresh)
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_demo_as_a_user_runs_it(tmp_path: Path) -> None:
+    """One test (one run of the demo, about 7 minutes): both reports, SiMEC's kept predictions, the
+    pixel-space digits, the verified sentences, and the README's paragraph held to this run."""
+    demo = run_the_demo(tmp_path)
+    for study in ("images", "text"):
+        check_reports_and_simec(demo, study)
+    check_pixel_space(demo)
+    check_verified_sentences(demo)
+    check_readme_paragraph(demo)
