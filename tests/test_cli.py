@@ -17,6 +17,7 @@ import pytest
 from manifold_jax.cli import _parser, main
 from manifold_jax.study import MnistImage, StudySpec, atomic
 from tests.models_helpers import save_random_hf_vit
+from tests.study_checks import fails_in_one_line
 
 
 @pytest.fixture(scope="module")
@@ -27,51 +28,40 @@ def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, f"expected a one-line error, got:\n{err}"
-    assert "Traceback" not in err and "weights_only" not in err, err
-    assert pattern in err, err
-    return err
-
-
 def test_missing_image_file(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--image", "nope.png", "--out", "o"],
+    fails_in_one_line(["explore", "--model", tiny_vit, "--image", "nope.png", "--out", "o"],
            capsys, "nope.png: file not found")
 
 
 def test_unknown_model(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["explore", "--model", "no-such-model", "--text", "hello", "--out", "o"],
+    fails_in_one_line(["explore", "--model", "no-such-model", "--text", "hello", "--out", "o"],
            capsys, "no-such-model")
 
 
 def test_selection_out_of_range(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,99", "--steps", "10",
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,99", "--steps", "10",
             "--out", "o"], capsys, "position 99 is out of range")
 
 
 def test_a_file_that_is_not_an_image(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
     bad = workdir / "notes.png"
     bad.write_text("this is text, not a PNG")
-    _fails(["explore", "--model", tiny_vit, "--image", str(bad), "--out", "o"],
+    fails_in_one_line(["explore", "--model", tiny_vit, "--image", str(bad), "--out", "o"],
            capsys, "could not read")
 
 
 def test_empty_text(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--text", "   ", "--out", "o"], capsys, "the text is empty")
+    fails_in_one_line(["explore", "--model", tiny_vit, "--text", "   ", "--out", "o"], capsys, "the text is empty")
     empty = workdir / "empty.txt"
     empty.write_text("\n\n")
-    _fails(["explore", "--model", tiny_vit, "--text-file", str(empty), "--out", "o"],
+    fails_in_one_line(["explore", "--model", tiny_vit, "--text-file", str(empty), "--out", "o"],
            capsys, "no non-empty line")
 
 
 def test_no_inputs_and_bad_option_values(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--out", "o"], capsys, "no inputs")
-    _fails(["explore", "--model", tiny_vit, "--mnist", "5000", "--out", "o"], capsys, "images 0..4999")
-    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "15", "--save-every", "10",
+    fails_in_one_line(["explore", "--model", tiny_vit, "--out", "o"], capsys, "no inputs")
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "5000", "--out", "o"], capsys, "images 0..4999")
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "15", "--save-every", "10",
             "--out", "o"], capsys, "multiple of save_every")
     with pytest.raises(SystemExit) as exit_info:
         main(["explore", "--select", "half"])
@@ -84,9 +74,10 @@ def test_existing_output_is_kept_without_overwrite(workdir: Path, capsys: pytest
     out.mkdir()
     keep = out / "notes.txt"
     keep.write_text("earlier results")
-    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--out", str(out)], capsys, "--overwrite")
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--out", str(out)], capsys,
+                      "--overwrite")
     assert keep.read_text() == "earlier results"
-    _fails(["demo", "--out", str(out)], capsys, "--overwrite")
+    fails_in_one_line(["demo", "--out", str(out)], capsys, "--overwrite")
     assert keep.read_text() == "earlier results"
     main(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--save-every", "5", "--out", str(out),
           "--overwrite", "--quiet", "--no-baseline"])
@@ -94,12 +85,12 @@ def test_existing_output_is_kept_without_overwrite(workdir: Path, capsys: pytest
 
 
 def test_resume_of_a_directory_without_a_study(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["explore", "--resume", "."], capsys, "spec.json is missing")
-    _fails(["report", "."], capsys, "not a study directory")
+    fails_in_one_line(["explore", "--resume", "."], capsys, "spec.json is missing")
+    fails_in_one_line(["report", "."], capsys, "not a study directory")
 
 
 def test_train_topic_head_from_the_command_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["train", "minilm-topics", "--epochs", "3", "--out", "a"], capsys,
+    fails_in_one_line(["train", "minilm-topics", "--epochs", "3", "--out", "a"], capsys,
            "--epochs applies to mnist-vit")
     main(["train", "minilm-topics", "--out", "head"])
     assert {p.name for p in (workdir / "head").iterdir()} >= {"config.json", "training.json"}
@@ -111,15 +102,15 @@ def test_train_topic_head_from_the_command_line(workdir: Path, capsys: pytest.Ca
 
 def test_an_input_of_the_wrong_kind_names_the_model_kind(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                           tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--text", "mnist:5", "--out", "o"], capsys,
+    fails_in_one_line(["explore", "--model", tiny_vit, "--text", "mnist:5", "--out", "o"], capsys,
            f"error: --text 'mnist:5': {tiny_vit} is an image model; give --mnist or --image")
-    _fails(["explore", "--model", "minilm-topics", "--mnist", "3", "--out", "o"], capsys,
+    fails_in_one_line(["explore", "--model", "minilm-topics", "--mnist", "3", "--out", "o"], capsys,
            "error: --mnist 3: minilm-topics is a text model; give --text or --text-file")
     assert not (workdir / "o").exists()
 
 
 def test_a_mistyped_model_names_the_embedded_ones(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _fails(["explore", "--model", "mnist_vit", "--mnist", "3", "--out", "o"], capsys,
+    err = fails_in_one_line(["explore", "--model", "mnist_vit", "--mnist", "3", "--out", "o"], capsys,
                  "embedded models: mnist-vit, minilm-topics. Did you mean 'mnist-vit'?")
     assert err.count("(") == err.count(")"), err
 
@@ -137,7 +128,7 @@ def test_an_unquoted_sentence_is_warned_about(workdir: Path, capsys: pytest.Capt
 
 
 def test_select_must_not_repeat_a_position(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
-    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,3", "--out", "o"],
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "1", "--select", "3,3", "--out", "o"],
            capsys, "argument --select: '3,3' repeats position(s) 3")
 
 
@@ -151,9 +142,9 @@ def test_resume_refuses_what_would_change_the_study(workdir: Path, capsys: pytes
     (study / "spec.json").write_text(spec.to_json())
     for flags in (["--eta", "3"], ["--model", "mnist-vit"], ["--out", "x"], ["--mnist", "2"],
                   ["--option", "mode=rev"], ["--space", "pixels"]):
-        _fails(["explore", "--resume", str(study), *flags], capsys,
+        fails_in_one_line(["explore", "--resume", str(study), *flags], capsys,
                f"continues the study as its spec.json says; {flags[0]} cannot change it")
-    _fails(["explore", "--resume", str(study), "--steps", "50"], capsys,
+    fails_in_one_line(["explore", "--resume", str(study), "--steps", "50"], capsys,
            f"--steps 50: the study in {study} has 100 steps; --resume can only continue it to more")
 
 
@@ -164,7 +155,7 @@ def test_out_on_a_file_and_a_full_or_read_only_disk(workdir: Path, capsys: pytes
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     afile = workdir / "results.txt"
     afile.write_text("not a directory")
-    _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--out", str(afile)], capsys,
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--out", str(afile)], capsys,
            f"error: --out {afile}: it is a file, not a directory")
     for code, says in ((errno.ENOSPC, "no space left on the device"), (errno.EROFS, "the file system is read-only")):
         def failing(temporary: Path, path: Path, code: int = code) -> None:
@@ -172,7 +163,7 @@ def test_out_on_a_file_and_a_full_or_read_only_disk(workdir: Path, capsys: pytes
 
         monkeypatch.setattr(atomic, "commit", failing)
         out = workdir / f"o{code}"
-        _fails(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--save-every", "5",
+        fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "1", "--steps", "10", "--save-every", "5",
                 "--out", str(out)], capsys, f"error: {out}/spec.json: {says}")
         assert not out.exists(), "the run removes the directory it created"
 
@@ -186,17 +177,17 @@ def test_broken_checkpoints_are_named_in_one_line(workdir: Path, capsys: pytest.
 
     corrupt = broken("corrupt")
     (corrupt / "model.safetensors").write_bytes(b"\x00\x01garbage" * 10)
-    _fails(["explore", "--model", str(corrupt), "--mnist", "1", "--out", "o"], capsys,
+    fails_in_one_line(["explore", "--model", str(corrupt), "--mnist", "1", "--out", "o"], capsys,
            f"{corrupt}/model.safetensors: not a readable safetensors file")
     bad_json = broken("bad_json")
     (bad_json / "config.json").write_text('{"model_type": "vit", ')
-    _fails(["explore", "--model", str(bad_json), "--mnist", "1", "--out", "o"], capsys,
+    fails_in_one_line(["explore", "--model", str(bad_json), "--mnist", "1", "--out", "o"], capsys,
            f"{bad_json}/config.json: not valid JSON")
     torch = pytest.importorskip("torch")
     pickled = broken("pickled")
     (pickled / "model.safetensors").unlink()
     torch.save({"weight": torch.zeros(2), "payload": _Payload()}, pickled / "pytorch_model.bin")
-    _fails(["explore", "--model", str(pickled), "--mnist", "1", "--out", "o"], capsys,
+    fails_in_one_line(["explore", "--model", str(pickled), "--mnist", "1", "--out", "o"], capsys,
            f"{pickled}/pytorch_model.bin: refused: the pickle holds objects beyond tensors")
     with pytest.raises(Exception, match="not valid JSON|Expecting"):
         main(["explore", "--model", str(bad_json), "--mnist", "1", "--out", "o", "--debug"])
@@ -212,11 +203,11 @@ class _Payload:
 def test_numbers_out_of_range_are_one_line_errors(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                    tiny_vit: str) -> None:
     common = ["explore", "--model", tiny_vit, "--mnist", "1", "--out", "o"]
-    _fails([*common, "--steps", "1e11"], capsys, "argument --steps: invalid int value: '1e11'")
-    _fails([*common, "--steps", "100000000000"], capsys, "steps must be an integer in 1..2147483647")
-    _fails([*common, "--seed", "4294967296"], capsys, "seed must be an integer in 0..4294967295")
-    _fails([*common, "--eta", "1e400"], capsys, "eta must be a positive finite number")
-    _fails([*common, "--option", "bogus=1"], capsys, "options: unknown engine option(s) 'bogus'")
+    fails_in_one_line([*common, "--steps", "1e11"], capsys, "argument --steps: invalid int value: '1e11'")
+    fails_in_one_line([*common, "--steps", "100000000000"], capsys, "steps must be an integer in 1..2147483647")
+    fails_in_one_line([*common, "--seed", "4294967296"], capsys, "seed must be an integer in 0..4294967295")
+    fails_in_one_line([*common, "--eta", "1e400"], capsys, "eta must be a positive finite number")
+    fails_in_one_line([*common, "--option", "bogus=1"], capsys, "options: unknown engine option(s) 'bogus'")
 
 
 def test_parser_choices_come_from_the_library() -> None:

@@ -38,6 +38,7 @@ from manifold_jax.study import (
 from manifold_jax.study.errors import OutsideStudyError
 from manifold_jax.study.manifest import Manifest
 from tests.models_helpers import save_random_family, save_random_gpt2, save_random_hf_vit
+from tests.study_checks import fails_in_one_line, same_results
 
 pytestmark = pytest.mark.xdist_group("study")
 
@@ -83,23 +84,6 @@ def _copy(whole: Path, where: Path) -> Path:
     return out
 
 
-def _same_results(a: Path, b: Path) -> None:
-    """Two studies hold bit-identical inputs, trajectories, baselines and interpretations."""
-    sa, sb = load_study(a), load_study(b)
-    assert sb.unfinished == {}
-    for name in sa.inputs:
-        np.testing.assert_array_equal(sa.inputs[name], sb.inputs[name], err_msg=name)
-    for algorithm in sa.spec.algorithms:
-        for kind in ("trajectories", "baselines"):
-            if algorithm not in getattr(sa, kind):
-                continue
-            ta, tb = getattr(sa, kind)[algorithm], getattr(sb, kind)[algorithm]
-            for name in ("x", "y", "step", "eigenvalue", "status", "stalls", "iteration"):
-                np.testing.assert_array_equal(getattr(ta, name), getattr(tb, name),
-                                              err_msg=f"{kind} {algorithm}.{name}")
-        np.testing.assert_array_equal(sa.interpretations[algorithm].logits, sb.interpretations[algorithm].logits)
-
-
 def _tree(root: Path) -> dict[str, bytes | None]:
     """Every entry under ``root`` (links not followed) with its bytes (None for a folder)."""
     out: dict[str, bytes | None] = {}
@@ -109,18 +93,6 @@ def _tree(root: Path) -> dict[str, bytes | None]:
         for name in filenames:
             out[os.path.relpath(os.path.join(dirpath, name), root)] = Path(dirpath, name).read_bytes()
     return out
-
-
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) -> str:
-    capsys.readouterr()  # what came before (a model saved by the test) is not the command's
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, f"expected a one-line error, got:\n{err}"
-    assert "Traceback" not in err and "weights_only" not in err, err
-    assert pattern in err, err
-    return err
 
 
 def _crash(what: str, count: int, argv: list[str], **env_vars: str) -> subprocess.CompletedProcess[str]:
@@ -158,7 +130,7 @@ def test_a_resume_never_deletes_through_a_linked_checkpoints_folder(
     shutil.rmtree(out / "simec" / "checkpoints")
     (out / "simec" / "checkpoints").symlink_to(Path("../../../outside"), target_is_directory=True)
     assert (out / "simec" / "checkpoints" / "important.txt").is_file()
-    _fails(["explore", "--resume", "runs/study", "--quiet", "--no-report"], capsys,
+    fails_in_one_line(["explore", "--resume", "runs/study", "--quiet", "--no-report"], capsys,
            "simec/checkpoints: a symbolic link leads out of the study")
     with pytest.raises(OutsideStudyError):
         run_study(None, out, resume=True, progress=False, echo=quiet)
@@ -178,7 +150,7 @@ def test_a_resume_deletes_only_its_own_files_in_its_checkpoints_folder(whole: Pa
     assert (checkpoints / "important.txt").read_text() == "keep me"
     assert (checkpoints / "notes" / "n.txt").read_text() == "mine"
     assert not (checkpoints / "20.orbax-checkpoint-tmp-1").exists()
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 def test_linked_figures_and_run_folders_receive_nothing(whole: Path, tmp_path: Path) -> None:
@@ -205,7 +177,7 @@ def test_linked_figures_and_run_folders_receive_nothing(whole: Path, tmp_path: P
     (out / "simexp").symlink_to(Path("simexp_real"), target_is_directory=True)
     (out / "figures").unlink()
     run_study(None, out, resume=True, progress=False, echo=quiet)
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 # --------------------------------------------------------------------------- 2. the last chunk, then a kill
@@ -226,13 +198,13 @@ def test_a_kill_between_the_last_chunk_and_the_trajectory_writes_no_nan(
     metrics = build_report(out, echo=quiet)
     assert "timing" not in metrics["inputs"][0]["simec"]
     assert metrics["inputs"][0]["simexp"]["timing"]["total_seconds"] > 0
-    _same_results(whole, out)
+    same_results(whole, out)
     # a NaN timing written by an earlier version (and recorded): report names it, a resume repairs it
     files = Manifest.load(out)
     atomic.write_text(out / "simec/timing.json", '{"seconds_per_iteration": NaN, '
                                                   '"seconds_per_iteration_per_token": NaN}')
     files.record(out / "simec/timing.json")
-    _fails(["report", "study", "--no-figures"], capsys,
+    fails_in_one_line(["report", "study", "--no-figures"], capsys,
            "simec/timing.json: seconds_per_iteration must be a finite number >= 0, got nan; rebuild it with: "
            "manifold-jax explore --resume")
     lines.clear()
@@ -257,13 +229,14 @@ def test_a_flipped_character_in_the_manifest_is_detected_and_rebuilt(
     assert json.loads(path.read_text())["files"]["spec.json"] == flipped  # still valid JSON, one character off
     with pytest.raises(StudyDamagedError, match="manifest.json: fails its own checksum"):
         load_study(out)
-    _fails(["report", "study"], capsys, "manifest.json: fails its own checksum (it changed after it was written); "
-                                        "rebuild it with: manifold-jax explore --resume")
+    fails_in_one_line(["report", "study"], capsys,
+                      "manifest.json: fails its own checksum (it changed after it was written); "
+                      "rebuild it with: manifold-jax explore --resume")
     lines: list[str] = []
     run_study(None, out, resume=True, progress=False, echo=lines.append)
     assert ("manifest.json fails its own checksum (it changed after it was written); rebuilt from the files that "
             "verify by loading") in lines, lines
-    _same_results(whole, out)
+    same_results(whole, out)
     rebuilt = Manifest.load(out)
     assert not rebuilt.damaged
     for rel in ("spec.json", "inputs.npz", "simec/trajectory.npz", "simexp/interpretation.npz"):
@@ -282,7 +255,7 @@ def test_a_flipped_character_in_the_manifest_is_detected_and_rebuilt(
 def test_pixels_with_measured_bounds_are_refused_before_anything_is_written(
     tiny_vit: str, workdir: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _fails(["explore", "--model", tiny_vit, "--mnist", "0", "--steps", "10", "--space", "pixels", "--bounds",
+    fails_in_one_line(["explore", "--model", tiny_vit, "--mnist", "0", "--steps", "10", "--space", "pixels", "--bounds",
             "measured", "--out", "runs/x", "--quiet"], capsys,
            "bounds='measured' is measured on embeddings; in space='pixels'")
     assert not (workdir / "runs").exists()
@@ -350,7 +323,7 @@ def test_a_word_on_a_model_with_two_positions_is_refused_by_its_length(
 ) -> None:
     """Before: "hello" became <s></s> and the error spoke of an empty selection."""
     save_random_family(tmp_path / "m", "RobertaForSequenceClassification", max_position_embeddings=4)
-    _fails(["explore", "--model", str(tmp_path / "m"), "--text", "hello", "--steps", "10", "--out",
+    fails_in_one_line(["explore", "--model", str(tmp_path / "m"), "--text", "hello", "--steps", "10", "--out",
             str(tmp_path / "o")], capsys, "tokens, more than the 2 the model takes")
     assert not (tmp_path / "o").exists()
 
@@ -368,11 +341,11 @@ def test_cli_model_config_errors_are_named(tmp_path: Path, capsys: pytest.Captur
         config = json.loads((model / "config.json").read_text())
         config[name] = value
         (model / "config.json").write_text(json.dumps(config))
-        _fails(["explore", "--model", str(model), "--text", "the game", "--steps", "10", "--out",
+        fails_in_one_line(["explore", "--model", str(model), "--text", "the game", "--steps", "10", "--out",
                 str(tmp_path / "o")], capsys, says)
     bare = tmp_path / "bare"
     save_random_gpt2(bare, tokenizer=False)
-    err = _fails(["explore", "--model", str(bare), "--text", "the game", "--steps", "10", "--out",
+    err = fails_in_one_line(["explore", "--model", str(bare), "--text", "the game", "--steps", "10", "--out",
                   str(tmp_path / "o")], capsys, "has no tokenizer (tokenizer.json, or vocab.txt, or vocab.json")
     assert "embed_ids" not in err
 
@@ -488,7 +461,7 @@ def test_an_interrupted_counterfactual_is_computed_again_bit_identically(tiny_vi
     assert proc.returncode == KILLED, proc.stderr[-3000:]
     assert not (workdir / "killed" / "counterfactual" / "certificate.json").is_file()
     run_study(None, "killed", resume=True, progress=False, echo=lambda _: None)
-    _same_results(reference, workdir / "killed")
+    same_results(reference, workdir / "killed")
     for name in ("certificate.json", "trajectory.npz"):
         assert (reference / "counterfactual" / name).read_bytes() == (workdir / "killed" / "counterfactual" /
                                                                        name).read_bytes(), name
@@ -505,11 +478,11 @@ def test_a_deleted_checkpoint_is_said(whole: Path, tmp_path: Path) -> None:
     run_study(None, out, resume=True, progress=False, echo=lines.append)
     assert ("simec: checkpoint 20 is missing, so the copy of its state saved with chunk 00000020.npz is used; "
             "continuing from iteration 20, 0 step(s) to compute") in lines, lines
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 def test_out_flag_errors_and_help(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(["explore", "--model", "mnist-vit", "--mnist", "0", "--out", ""], capsys,
+    fails_in_one_line(["explore", "--model", "mnist-vit", "--mnist", "0", "--out", ""], capsys,
            "--out: expected a directory path, got an empty string")
     with pytest.raises(SystemExit):
         main(["explore", "--help"])
@@ -555,4 +528,4 @@ def test_kill_nine_at_random_moments_then_resume_is_bit_identical(
     print(f"kill -9 campaign: {killed} kills at moments {moments}")
     run_study(None, "study", resume=True, progress=False, echo=quiet)
     assert not [p for p in (workdir / "study").rglob("*") if atomic.is_temporary(p)]
-    _same_results(reference, workdir / "study")
+    same_results(reference, workdir / "study")

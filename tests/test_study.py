@@ -39,6 +39,7 @@ from manifold_jax.study import (
 )
 from manifold_jax.study.manifest import Manifest
 from tests.models_helpers import save_random_hf_vit
+from tests.study_checks import same_results
 from tests.toy_models import toy_classifier
 
 # one process runs the module: the compiled programs and the reference study are built once
@@ -87,23 +88,6 @@ def _copy(whole: Path, tmp_path: Path) -> Path:
     out = tmp_path / "study"
     shutil.copytree(whole, out)
     return out
-
-
-def _same_results(a: Path, b: Path) -> None:
-    """Two studies hold bit-identical inputs, trajectories, baselines and interpretations."""
-    sa, sb = load_study(a), load_study(b)
-    assert sb.unfinished == {}
-    for name in sa.inputs:
-        np.testing.assert_array_equal(sa.inputs[name], sb.inputs[name], err_msg=name)
-    for algorithm in sa.spec.algorithms:
-        for kind in ("trajectories", "baselines"):
-            ta, tb = getattr(sa, kind)[algorithm], getattr(sb, kind)[algorithm]
-            for name in ("x", "y", "step", "eigenvalue", "status", "stalls", "iteration"):
-                np.testing.assert_array_equal(getattr(ta, name), getattr(tb, name),
-                                              err_msg=f"{kind} {algorithm}.{name}")
-        ia, ib = sa.interpretations[algorithm], sb.interpretations[algorithm]
-        np.testing.assert_array_equal(ia.inputs, ib.inputs)
-        np.testing.assert_array_equal(ia.logits, ib.logits)
 
 
 def _flip_bit(path: Path) -> None:
@@ -194,7 +178,7 @@ def test_interrupted_study_resumes_to_the_uninterrupted_result(
     with pytest.raises(StudyExistsError, match="overwrite=True.*resume=True"):
         run_study(_spec(tiny_vit), out, progress=False, echo=quiet)
     run_study(None, out, resume=True, progress=False, echo=quiet)
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 @pytest.mark.parametrize(("what", "count", "start"), [
@@ -236,7 +220,7 @@ def test_a_process_killed_at_a_write_point_resumes_bit_identically(
         if what == "checkpoint":  # the torn checkpoint was never recorded: the chunk's copy of the state serves
             assert "simec: resuming at iteration 40 of 60" in lines, lines
     assert not [p for p in out.rglob("*") if atomic.is_temporary(p)]
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 # --------------------------------------------------------------------------- damage
@@ -268,7 +252,7 @@ def test_deleted_and_bit_flipped_files_are_detected_and_recovered(whole: Path, t
     assert ("simexp: chunk 00000060.npz is missing; checkpoint 40 is damaged, so the copy of its state saved with "
             "chunk 00000040.npz is used; continuing from iteration 40, 20 step(s) to compute") in text
     assert "simexp/interpretation.npz: the file fails its checksum" in text
-    _same_results(whole, out)
+    same_results(whole, out)
     assert Manifest.load(out).checkpoints["simexp"].keys() == {"40", "60"}
 
 
@@ -290,7 +274,7 @@ def test_a_flipped_checkpoint_or_chunk_and_an_unrecorded_chunk(whole: Path, tmp_
     run_study(None, out, resume=True, progress=False, echo=lines.append)
     assert "simec: chunk 00000020.npz fails its checksum; continuing from iteration 0, 60 step(s) to compute" in lines
     assert any(line.startswith("simexp: ") and "checkpoint 40 is damaged" in line for line in lines), lines
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 def test_a_damaged_study_is_refused_by_report_in_one_line(
@@ -365,7 +349,7 @@ def test_a_resume_continues_the_study_to_more_steps(tiny_vit: str, whole: Path, 
     assert "simec: resuming at iteration 40 of 60" in lines
     assert not (out / "report.md").exists(), "the 40-step report is stale and removed"
     assert load_study(out).spec.steps == 60
-    _same_results(whole, out)
+    same_results(whole, out)
 
 
 def test_a_failed_start_leaves_nothing_behind(tiny_vit: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
