@@ -81,7 +81,7 @@ class Server:
 
     def __init__(self, impl: str, spec: Spec, workdir: Path, threads: int, log: Path) -> None:
         self.log = log
-        self.err = open(log, "w")
+        self.err = open(log, "w")  # noqa: SIM115 (the worker writes to it for its whole life; closed in close())
         self.proc = subprocess.Popen(
             _worker_cmd("serve", "--impl", impl, "--spec", spec.name, "--workdir", str(workdir),
                         "--threads", str(threads)),
@@ -150,7 +150,7 @@ def many_shots(jobs: Sequence[tuple[Sequence[str], Path]]) -> list[Any]:
     """Run workers side by side (for measurements that CPU sharing cannot distort: memory)."""
     procs = []
     for args, log in jobs:
-        err = open(log, "w")
+        err = open(log, "w")  # noqa: SIM115 (held while the worker runs; closed below)
         procs.append((args, log, err, subprocess.Popen(_worker_cmd(*args), stdout=subprocess.PIPE, stderr=err,
                                                        text=True, env=_env())))
     results = []

@@ -131,7 +131,7 @@ def measure(model: Any, x0: np.ndarray, ctx: Any, target: np.ndarray, x: np.ndar
         grads = jax.vmap(lambda j: jax.grad(lambda z: model.head(z, c)[t] - model.head(z, c)[j])(xi))(js)
         cs = y[t] - y[js]
         movable = jnp.ones_like(xi, bool)
-        return jnp.argmax(y) == t, kkt_residual(xi, x0i, grads, cs <= cs[0] + 5e-4, lo, hi, movable)
+        return jnp.argmax(y) == t, kkt_residual(xi, x0i, grads, cs <= cs[0] + 5e-4, lo=lo, hi=hi, movable=movable)
 
     hit, kkt = jax.jit(jax.vmap(one))(jnp.asarray(x), jnp.asarray(x0), jnp.asarray(target), ctx)
     return {"reached": np.asarray(hit), "distance": np.linalg.norm((x - x0).reshape(len(x), -1), axis=1),

@@ -6,6 +6,7 @@ this module's names through ``benchmarks.workers`` without loading JAX.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ class Ours:
             self.f, self.start, args=self.call_args, select=self.select,
             steps=spec.chunk * chunks, chunk_size=spec.chunk, eta=ETA,
             key=self.jax.random.key(SEED), spectrum=spectrum,
-            on_chunk=lambda state, part: marks.append(time.perf_counter()),
+            on_chunk=lambda *_: marks.append(time.perf_counter()),
         )
         total = time.perf_counter() - start
         gaps = np.diff([start, *marks])
@@ -189,10 +190,8 @@ class Ours:
 
         dev = jax.devices()[0]
         stats = {}
-        try:
+        with contextlib.suppress(Exception):  # backends without memory statistics raise
             stats = dev.memory_stats() or {}
-        except Exception:
-            pass
         return {"platform": dev.platform, "device": str(dev), "jax": jax.__version__,
                 "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
 

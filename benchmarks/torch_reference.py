@@ -69,9 +69,9 @@ STEP_EPS = 1e-6
 __all__ = [
     "ReferenceRun",
     "ReferenceStep",
+    "reference_step",
     "run_reference",
     "run_reference_batch",
-    "reference_step",
     "split_bert",
     "split_vit",
     "token_metric_spectrum",

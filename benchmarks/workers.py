@@ -183,7 +183,7 @@ def main(argv: list[str]) -> None:
             proto.write(json.dumps({"error": traceback.format_exc()}) + "\n")
 
 
-__all__ = ["FULL_SPECS", "QUICK_SPECS", "SPECS", "Baseline", "Ours", "Spec", "prepare", "precision", "spectrum_table"]
+__all__ = ["FULL_SPECS", "QUICK_SPECS", "SPECS", "Baseline", "Ours", "Spec", "precision", "prepare", "spectrum_table"]
 
 
 if __name__ == "__main__":

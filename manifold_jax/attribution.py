@@ -53,6 +53,25 @@ def token_importance(
     return np.asarray(_importance(problem.dynamic, jnp.asarray(x0), problem.args, static=problem.static, metric=metric))
 
 
+def _positions(how: Any, mask: np.ndarray) -> np.ndarray:
+    """Boolean selection (B, n) of explicit positions shared by the batch, each explorable in every item."""
+    n = mask.shape[1]
+    idx = np.asarray(how)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"select must name a selection {SELECTIONS} or list positions, got {how!r}")
+    if idx.min() < 0 or idx.max() >= n:
+        bad = int(idx.max() if idx.max() >= n else idx.min())
+        raise ValueError(f"select position {bad} is out of range: inputs have {n} positions (0..{n - 1})")
+    out = np.zeros_like(mask)
+    out[:, idx] = True
+    if (out & ~mask).any():
+        b, i = np.argwhere(out & ~mask)[0]
+        raise ValueError(
+            f"select position {int(i)} is not an explorable token of item {int(b)} (special token or padding)"
+        )
+    return out
+
+
 def select_tokens(importance: Any, token_mask: Any, how: str | list[int]) -> np.ndarray:
     """Boolean selection (B, n) from importance (B, n), explorable mask (B, n) and ``how``.
 
@@ -66,22 +85,8 @@ def select_tokens(importance: Any, token_mask: Any, how: str | list[int]) -> np.
     if not mask.any(axis=1).all():
         bad = int(np.argmin(mask.any(axis=1)))
         raise ValueError(f"item {bad} has no explorable token to select")
-    n = mask.shape[1]
     if not isinstance(how, str):
-        idx = np.asarray(how)
-        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"select must name a selection {SELECTIONS} or list positions, got {how!r}")
-        if idx.min() < 0 or idx.max() >= n:
-            bad = int(idx.max() if idx.max() >= n else idx.min())
-            raise ValueError(f"select position {bad} is out of range: inputs have {n} positions (0..{n - 1})")
-        out = np.zeros_like(mask)
-        out[:, idx] = True
-        if (out & ~mask).any():
-            b, i = np.argwhere(out & ~mask)[0]
-            raise ValueError(
-                f"select position {int(i)} is not an explorable token of item {int(b)} (special token or padding)"
-            )
-        return out
+        return _positions(how, mask)
     if how not in SELECTIONS:
         raise ValueError(f"select={how!r} is not supported; expected one of {', '.join(SELECTIONS)} or positions")
     if how == "all":

@@ -45,7 +45,7 @@ def fisher_rao(y: jax.Array) -> jax.Array:
     return jnp.diag(sp) - jnp.outer(p, sp)
 
 
-def _euclidean_product(y: jax.Array, w: jax.Array) -> jax.Array:
+def _euclidean_product(_y: jax.Array, w: jax.Array) -> jax.Array:
     return w
 
 

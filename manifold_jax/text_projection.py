@@ -44,12 +44,12 @@ from manifold_jax.models.base import Context
 
 __all__ = [
     "Goal",
-    "changed_words",
     "ProjectedSentence",
     "ProjectionConfig",
+    "changed_words",
     "first_order_changes",
-    "project_sentence",
     "project_points",
+    "project_sentence",
 ]
 
 GOAL_KINDS: tuple[str, ...] = ("match", "class", "away")
@@ -344,13 +344,7 @@ def project_sentence(
     """
     cfg = config or ProjectionConfig()
     one = _item(ctx, None)
-    mask = np.asarray(one["token_mask"]).astype(bool)
-    if positions is not None:
-        p = np.asarray(positions)
-        chosen = np.zeros_like(mask)
-        chosen[p if p.dtype != bool else np.flatnonzero(p)] = True
-        mask &= chosen
-    pos = np.flatnonzero(mask)
+    mask = _explored(one, positions)
     xa = jnp.asarray(x)
     if table is None:
         table = first_order_changes(model, xa[None], one)[0]
@@ -365,46 +359,14 @@ def project_sentence(
     width = cfg.beam_width * cfg.candidates
     y_start = verify_ids(model, start[None], one, batch=width)[0]
     goal._check(y_start.shape[-1])
-    pool: dict[tuple[int, ...], tuple[np.ndarray, tuple[int, ...]]] = {tuple(start.tolist()): (y_start, ())}
-    beam = [start]
-    verified = 1
-    for _ in range(cfg.max_changes if pos.size else 0):
-        if any(goal.done(y) for y, _ in pool.values()):
-            break
-        proposals: list[tuple[np.ndarray, tuple[int, ...]]] = []
-        seen = set(pool)
-        for s in beam:
-            y_s, changed = pool[tuple(s.tolist())]
-            rows = table[pos]  # (m, V, k)
-            predicted = y_s + rows - rows[np.arange(pos.size), s[pos]][:, None, :]
-            score = goal.score(predicted)  # (m, V)
-            score[:, ~allowed] = -np.inf
-            score[np.arange(pos.size), s[pos]] = -np.inf
-            score[np.isin(pos, changed)] = -np.inf
-            k_pos = min(cfg.per_position, score.shape[1])
-            top = np.argpartition(-score, k_pos - 1, axis=1)[:, :k_pos]  # (m, per_position)
-            flat = [(score[j, w], j, w) for j in range(pos.size) for w in top[j] if np.isfinite(score[j, w])]
-            for _, j, w in sorted(flat, key=lambda t: -t[0])[: cfg.candidates]:
-                new = s.copy()
-                new[pos[j]] = w
-                key = tuple(new.tolist())
-                if key not in seen:
-                    seen.add(key)
-                    proposals.append((new, (*changed, int(pos[j]))))
-        if not proposals:
-            break
-        ys = verify_ids(model, np.stack([p for p, _ in proposals]), one, batch=width)
-        verified += len(proposals)
-        for (row, changed), y in zip(proposals, ys, strict=True):
-            pool[tuple(row.tolist())] = (y, changed)
-        order = np.argsort(-goal.score(ys), kind="stable")
-        beam = [proposals[i][0] for i in order[: cfg.beam_width]]
+    pool: Pool = {tuple(start.tolist()): (y_start, ())}
+    verified = _beam_search(model, one, start, pool, _Search(table, np.flatnonzero(mask), allowed, goal, cfg))
+    decoded_record = dict(decoded_ids=start, decoded_logits=y_start, goal=goal, verified=verified)
     # best first: done, then fewest changes, then score
     ranked = sorted(
         ((key, y, changed) for key, (y, changed) in pool.items() if goal.accepts(y)),
         key=lambda t: (not bool(goal.done(t[1])), len(t[2]), -float(goal.score(t[1]))),
     )[: cfg.texts_checked]
-    decoded = dict(decoded_ids=start, decoded_logits=y_start, goal=goal, verified=verified)
     if ranked:
         texts = [_text(model, np.asarray(key), one) for key, _, _ in ranked]
         ys = verify_texts(model, texts, one, batch=width)
@@ -412,11 +374,83 @@ def project_sentence(
             if goal.accepts(y):
                 dist = float(goal.distance(y)) if goal.kind == "match" else float("nan")
                 return ProjectedSentence(True, np.asarray(key), text, y, changes=tuple(sorted(changed)),
-                                         distance=dist, **decoded)
+                                         distance=dist, **decoded_record)
     text = _text(model, start, one)
     y_text = verify_texts(model, [text], one, batch=width)[0]
     dist = float(goal.distance(y_text)) if goal.kind == "match" else float("nan")
-    return ProjectedSentence(False, start, text, y_text, changes=(), distance=dist, **decoded)
+    return ProjectedSentence(False, start, text, y_text, changes=(), distance=dist, **decoded_record)
+
+
+Pool = dict[tuple[int, ...], tuple[np.ndarray, tuple[int, ...]]]
+"""Verified token sequences: ids -> (their logits (k,), the positions changed from the start)."""
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What the beam search reads: the first-order table (n, V, k), the explored positions (m,),
+    the allowed vocabulary (V,) bool, the goal and the configuration."""
+
+    table: np.ndarray
+    pos: np.ndarray
+    allowed: np.ndarray
+    goal: Goal
+    cfg: ProjectionConfig
+
+
+def _explored(one: Context, positions: Any) -> np.ndarray:
+    """The positions that may change (n,) bool: the item's token mask, within ``positions`` when given."""
+    mask = np.asarray(one["token_mask"]).astype(bool)
+    if positions is not None:
+        p = np.asarray(positions)
+        chosen = np.zeros_like(mask)
+        chosen[p if p.dtype != bool else np.flatnonzero(p)] = True
+        mask &= chosen
+    return mask
+
+
+def _beam_search(model: Any, one: Context, start: np.ndarray, pool: Pool, search: _Search) -> int:
+    """Grow ``pool`` by a beam over single-position changes until the goal is met; the sentences verified."""
+    cfg, width = search.cfg, search.cfg.beam_width * search.cfg.candidates
+    beam, verified = [start], 1
+    for _ in range(cfg.max_changes if search.pos.size else 0):
+        if any(search.goal.done(y) for y, _ in pool.values()):
+            break
+        proposals = _proposals(beam, pool, search)
+        if not proposals:
+            break
+        ys = verify_ids(model, np.stack([p for p, _ in proposals]), one, batch=width)
+        verified += len(proposals)
+        for (row, changed), y in zip(proposals, ys, strict=True):
+            pool[tuple(row.tolist())] = (y, changed)
+        order = np.argsort(-search.goal.score(ys), kind="stable")
+        beam = [proposals[i][0] for i in order[: cfg.beam_width]]
+    return verified
+
+
+def _proposals(beam: list[np.ndarray], pool: Pool, search: _Search) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """The best unseen one-position changes of every beam sentence, by their first-order score."""
+    pos, cfg = search.pos, search.cfg
+    proposals: list[tuple[np.ndarray, tuple[int, ...]]] = []
+    seen = set(pool)
+    for s in beam:
+        y_s, changed = pool[tuple(s.tolist())]
+        rows = search.table[pos]  # (m, V, k)
+        predicted = y_s + rows - rows[np.arange(pos.size), s[pos]][:, None, :]
+        score = search.goal.score(predicted)  # (m, V)
+        score[:, ~search.allowed] = -np.inf
+        score[np.arange(pos.size), s[pos]] = -np.inf
+        score[np.isin(pos, changed)] = -np.inf
+        k_pos = min(cfg.per_position, score.shape[1])
+        top = np.argpartition(-score, k_pos - 1, axis=1)[:, :k_pos]  # (m, per_position)
+        flat = [(score[j, w], j, w) for j in range(pos.size) for w in top[j] if np.isfinite(score[j, w])]
+        for _, j, w in sorted(flat, key=lambda t: -t[0])[: cfg.candidates]:
+            new = s.copy()
+            new[pos[j]] = w
+            key = tuple(new.tolist())
+            if key not in seen:
+                seen.add(key)
+                proposals.append((new, (*changed, int(pos[j]))))
+    return proposals
 
 
 def project_points(

@@ -189,7 +189,7 @@ def test_explored_volume_rejects_bad_input() -> None:
         A.explored_volume(np.zeros((5, 3, 2)), variance=1.5)
     bad = np.zeros((5, 3, 2))
     bad[2, 1, 0] = np.nan
-    with pytest.raises(ValueError, match="points.*NaN"):
+    with pytest.raises(ValueError, match=r"points.*NaN"):
         A.explored_volume(bad)
 
 

@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from benchmarks import bench  # noqa: E402
+from benchmarks import bench
 
 # one process runs the whole module, so the costly report (a session fixture) is built once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
@@ -142,7 +142,7 @@ def test_vit_speed_and_its_baseline_check(tmp_path: Path) -> None:
 
 
 def test_render_rebuilds_the_page_from_the_json(report: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
-    results, out = report
+    _, out = report
     (tmp_path / "report.json").write_text((out / "report.json").read_text())
     bench.run(["render", "--out", str(tmp_path)])
     text = (tmp_path / "report.md").read_text()

@@ -189,7 +189,7 @@ def test_broken_checkpoints_are_named_in_one_line(workdir: Path, capsys: pytest.
     torch.save({"weight": torch.zeros(2), "payload": _Payload()}, pickled / "pytorch_model.bin")
     fails_in_one_line(["explore", "--model", str(pickled), "--mnist", "1", "--out", "o"], capsys,
            f"{pickled}/pytorch_model.bin: refused: the pickle holds objects beyond tensors")
-    with pytest.raises(Exception, match="not valid JSON|Expecting"):
+    with pytest.raises(Exception, match=r"not valid JSON|Expecting"):
         main(["explore", "--model", str(bad_json), "--mnist", "1", "--out", "o", "--debug"])
 
 

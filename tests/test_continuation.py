@@ -385,7 +385,7 @@ def test_option_objects_validate_themselves() -> None:
         mj.Adaptive(shrink=1.0)
     with pytest.raises(ValueError, match=r"Coherent\(restart\) must be > 0.0"):
         mj.Coherent(restart=0.0)
-    with pytest.raises(ValueError, match="must be <= 1.0"):
+    with pytest.raises(ValueError, match=r"must be <= 1\.0"):
         mj.ProbabilityLevel(level=1.5)
 
 

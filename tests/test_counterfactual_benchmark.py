@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("foolbox")
 
-from benchmarks import counterfactual as bench  # noqa: E402
+from benchmarks import counterfactual as bench
 
 
 @pytest.mark.slow

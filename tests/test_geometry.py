@@ -103,7 +103,7 @@ def test_auto_mode_picks_forward_for_few_coordinates() -> None:
 
     assert resolve_mode("auto", k=10, coordinates=768) == "rev"
     assert resolve_mode("auto", k=30522, coordinates=768) == "fwd"
-    with pytest.raises(ValueError, match="mode='sideways'.*'auto', 'rev', 'fwd'"):
+    with pytest.raises(ValueError, match=r"mode='sideways'.*'auto', 'rev', 'fwd'"):
         resolve_mode("sideways", 1, 1)
 
 

@@ -152,7 +152,7 @@ def test_token_mask_marks_real_non_special_tokens(minilm: mm.Bert) -> None:
     np.testing.assert_array_equal(np.asarray(ctx["token_mask"]), expected)
     assert x0.shape == (*ids.shape, 384)
     # fixed-length padding on request
-    x_fixed, ctx_fixed = minilm.embed(SENTENCES, max_length=32)
+    x_fixed, _ = minilm.embed(SENTENCES, max_length=32)
     assert x_fixed.shape == (len(SENTENCES), 32, 384)
     np.testing.assert_allclose(np.asarray(x_fixed[:, : x0.shape[1]]), np.asarray(x0), atol=1e-6)
 

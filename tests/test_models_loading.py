@@ -124,7 +124,7 @@ def test_pytorch_bin_loads_like_safetensors(tmp_path: Path) -> None:
 
 def test_no_weights_and_no_directory_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "manifold_vit"}))
-    with pytest.raises(mm.WeightsNotFoundError, match="model.safetensors"):
+    with pytest.raises(mm.WeightsNotFoundError, match=r"model\.safetensors"):
         mm.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
         mm.load(tmp_path / "nowhere")

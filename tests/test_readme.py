@@ -19,7 +19,7 @@ def test_the_python_tour_runs_and_its_shape_comments_are_right() -> None:
     for full, small in (("steps=1000", "steps=100"), ("steps=500", "steps=50"), ("progress=True", "progress=False")):
         code = code.replace(full, small)
     namespace: dict[str, object] = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code, "README.md", "exec"), namespace)
     ns = namespace
     assert ns["x0"].shape == (4, 50, 48)
     assert ns["spec"].eigenvalues.shape == (49, 10)

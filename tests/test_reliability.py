@@ -227,7 +227,7 @@ def test_a_flipped_character_in_the_manifest_is_detected_and_rebuilt(
     flipped = recorded[:10] + ("0" if recorded[10] != "0" else "1") + recorded[11:]
     path.write_text(text.replace(recorded, flipped))
     assert json.loads(path.read_text())["files"]["spec.json"] == flipped  # still valid JSON, one character off
-    with pytest.raises(StudyDamagedError, match="manifest.json: fails its own checksum"):
+    with pytest.raises(StudyDamagedError, match=r"manifest\.json: fails its own checksum"):
         load_study(out)
     fails_in_one_line(["report", "study"], capsys,
                       "manifest.json: fails its own checksum (it changed after it was written); "
@@ -245,7 +245,7 @@ def test_a_flipped_character_in_the_manifest_is_detected_and_rebuilt(
     data = bytearray((out / "simec/trajectory.npz").read_bytes())
     data[len(data) // 2] ^= 0x10
     (out / "simec/trajectory.npz").write_bytes(bytes(data))
-    with pytest.raises(StudyDamagedError, match="simec/trajectory.npz: the file fails its checksum"):
+    with pytest.raises(StudyDamagedError, match=r"simec/trajectory\.npz: the file fails its checksum"):
         load_study(out)
 
 
@@ -299,7 +299,7 @@ def test_a_roberta_text_is_refused_or_explored_whole_never_cut_silently(tiny_rob
 
     model = load(tiny_roberta)
     tok = model.tokenizer
-    words = "a b c d e f g h".split()  # one token each
+    words = ["a", "b", "c", "d", "e", "f", "g", "h"]  # one token each
     texts = {len(tok(" ".join(words[:i]))["input_ids"]): " ".join(words[:i]) for i in range(1, len(words) + 1)}
     fits, over = texts[6], texts[7]  # 6 tokens: what the model takes; 7: one more (it fits the 8 position rows)
 

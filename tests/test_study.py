@@ -175,7 +175,7 @@ def test_interrupted_study_resumes_to_the_uninterrupted_result(
     monkeypatch.setattr(atomic, "commit", original)
     assert not (out / "simexp" / "trajectory.npz").exists()
     assert not [p for p in out.rglob("*") if atomic.is_temporary(p)], "an interrupted write leaves no temporary"
-    with pytest.raises(StudyExistsError, match="overwrite=True.*resume=True"):
+    with pytest.raises(StudyExistsError, match=r"overwrite=True.*resume=True"):
         run_study(_spec(tiny_vit), out, progress=False, echo=quiet)
     run_study(None, out, resume=True, progress=False, echo=quiet)
     same_results(whole, out)

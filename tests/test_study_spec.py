@@ -24,9 +24,9 @@ def test_spec_validates_itself() -> None:
         StudySpec(model="m", inputs=("a",), select=(3, 5, 3))
     with pytest.raises(ValueError, match=r"steps \(10\) must be a multiple of save_every \(3\)"):
         StudySpec(model="m", inputs=("a",), steps=10, options={"save_every": 3})
-    with pytest.raises(ValueError, match="steps must be an integer in 1..2147483647"):
+    with pytest.raises(ValueError, match=r"steps must be an integer in 1\.\.2147483647"):
         StudySpec(model="m", inputs=("a",), steps=10**11)
-    with pytest.raises(ValueError, match="seed must be an integer in 0..4294967295"):
+    with pytest.raises(ValueError, match=r"seed must be an integer in 0\.\.4294967295"):
         StudySpec(model="m", inputs=("a",), seed=2**32)
     with pytest.raises(ValueError, match="steps must be an integer"):
         StudySpec(model="m", inputs=("a",), steps=True)  # a bool is not a count
@@ -34,11 +34,11 @@ def test_spec_validates_itself() -> None:
         StudySpec(model="m", inputs=("a",), options={"threshold": "loose"})
     with pytest.raises(ValueError, match="eta must be a positive finite number"):
         StudySpec(model="m", inputs=("a",), options={"eta": float("inf")})
-    with pytest.raises(ValueError, match="unknown engine option.*'bogus'"):
+    with pytest.raises(ValueError, match=r"unknown engine option.*'bogus'"):
         StudySpec(model="m", inputs=("a",), options={"bogus": 1})
     with pytest.raises(TypeError, match=r"options\['output_metric'\] is a function"):
         StudySpec(model="m", inputs=("a",), options={"output_metric": lambda y: y})
-    with pytest.raises(ValueError, match="the MNIST subset has images 0..4999"):
+    with pytest.raises(ValueError, match=r"the MNIST subset has images 0\.\.4999"):
         MnistImage(5000)
     with pytest.raises(ValueError, match=r"MnistImage\(True\)"):
         MnistImage(True)  # type: ignore[arg-type]

@@ -176,7 +176,7 @@ def test_step_size_and_direction_follow_the_code_rule(split: tuple, algorithm: s
                           tokens=tokens, rng=np.random.default_rng(4))
     jac = _jacobian_np(head, x0)
     for r, i in enumerate(tokens):
-        lam, vecs = np.linalg.eigh(jac[:, i, :].T @ jac[:, i, :])
+        lam, _ = np.linalg.eigh(jac[:, i, :].T @ jac[:, i, :])
         a = np.abs(lam)
         by_hand = eta * np.sqrt((a.min() + STEP_EPS) / a.max())
         assert step.deltas[r] == pytest.approx(by_hand, rel=1e-9)
@@ -241,7 +241,7 @@ def test_run_saves_every_save_each_and_writes_npz(split: tuple, tmp_path: Path) 
 
 
 def test_batch_runs_each_sample_with_its_own_head(split: tuple) -> None:
-    model, ids, mask, head, x0 = split
+    model, _, _, head, x0 = split
     head2, x02 = split_bert(model, torch.tensor([2, 50, 60, 3]))
     runs = run_reference_batch([head, head2], [x0, x02], steps=2, eta=1.0, threshold=NULL_THRESHOLD,
                                algorithm="simexp", select=[[1, 2], None], seed=0, collect_garbage=False)

@@ -27,13 +27,13 @@ from .sentences import (
 __all__ = [
     "DataUnavailableError",
     "MnistSplit",
+    "SentenceSplit",
     "clear_mnist_cache",
+    "demo_sentences",
     "load_mnist",
+    "load_sentences",
     "mnist_images",
     "mnist_path",
     "mnist_split",
-    "SentenceSplit",
-    "demo_sentences",
-    "load_sentences",
     "sentence_split",
 ]

@@ -108,7 +108,7 @@ def sentence_split(
     test_idx: list[np.ndarray] = []
     for c in range(len(names)):
         members = np.flatnonzero(labels == c)
-        m = min(members.size - 1, max(1, int(round(test_fraction * members.size))))
+        m = min(members.size - 1, max(1, round(test_fraction * members.size)))
         if m < 1:
             raise ValueError(f"class {names[c]!r} has too few sentences to split")
         test_idx.append(rng.permutation(members)[:m])

@@ -31,7 +31,7 @@ call: there is no state to resume.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +122,23 @@ class _Item:
     tries: jax.Array
 
 
+class _Box(NamedTuple):
+    """The box of one item (or a batch, B first): bounds lo, hi (n, d) and the explored coordinates (n, d) bool."""
+
+    lo: jax.Array
+    hi: jax.Array
+    movable: jax.Array
+
+
+class _Task(NamedTuple):
+    """One item's problem besides f (or a batch, B first): f's arguments, x0 (n, d), target t and source s ()."""
+
+    args: Any
+    x0: jax.Array
+    t: jax.Array
+    s: jax.Array
+
+
 # --------------------------------------------------------------------------- the pieces of a step
 
 
@@ -148,16 +165,22 @@ def _clip(z: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
     return jnp.where(z <= lo + eps, lo, jnp.where(z >= hi - eps, hi, z))
 
 
-def _free(x: jax.Array, u: jax.Array, lo: jax.Array, hi: jax.Array, movable: jax.Array) -> jax.Array:
+def _free(x: jax.Array, u: jax.Array, box: _Box) -> jax.Array:
     """Movable coordinates that a move along u does not push out of the box."""
-    return movable & ~((x <= lo) & (u < 0)) & ~((x >= hi) & (u > 0))
+    return _unblocked(box.movable, x, u, box)
 
 
-def _rows(f: Any, args: Any, x: jax.Array, t: jax.Array, s: jax.Array, movable: jax.Array,
+def _unblocked(free: jax.Array, x: jax.Array, u: jax.Array, box: _Box) -> jax.Array:
+    """The coordinates of ``free`` that a move along u from x does not push out of the box."""
+    return free & ~((x <= box.lo) & (u < 0)) & ~((x >= box.hi) & (u > 0))
+
+
+def _rows(f: Any, task: _Task, x: jax.Array, *, movable: jax.Array,
           cfg: Settings) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Outputs y (k,), the competing classes js (R,), their margins c_j = y_t - y_j (R,, ascending:
     c[0] is the margin) and gradients G (R, n, d) on the explored coordinates."""
-    y, pull = jax.vjp(lambda z: f(z, *args), x)
+    t, s = task.t, task.s
+    y, pull = jax.vjp(lambda z: f(z, *task.args), x)
     k = y.shape[0]
     if cfg.margin == "source":
         js = s[None]
@@ -195,11 +218,11 @@ def _nnls(v: jax.Array, grads: jax.Array, active: jax.Array, free: jax.Array) ->
     return best_w, best_r
 
 
-def kkt_residual(x: jax.Array, x0: jax.Array, grads: jax.Array, active: jax.Array, lo: jax.Array, hi: jax.Array,
-                 movable: jax.Array) -> jax.Array:
+def kkt_residual(x: jax.Array, x0: jax.Array, grads: jax.Array, active: jax.Array, *, lo: jax.Array,
+                 hi: jax.Array, movable: jax.Array) -> jax.Array:
     """|r| / |x - x0|, r the residual of x - x0 = sum_j lambda_j grad c_j + mu (lambda >= 0 on the
     active rows, fitted on the coordinates strictly inside the box; mu the bounds' multipliers,
-    of the right sign)."""
+    of the right sign). x, x0 (n, d); grads (R, n, d) of the margins c_j; active (R,) bool."""
     d = (x - x0) * movable
     at_lo, at_hi = movable & (x <= lo), movable & (x >= hi)
     free = movable & ~at_lo & ~at_hi
@@ -210,19 +233,19 @@ def kkt_residual(x: jax.Array, x0: jax.Array, grads: jax.Array, active: jax.Arra
     return jnp.where(dn > 0, jnp.sqrt(_dot(r, r)) / jnp.where(dn > 0, dn, 1), 0)
 
 
-def _reach(st: _Item, grads: jax.Array, c: jax.Array, lo: jax.Array, hi: jax.Array, movable: jax.Array,
+def _reach(st: _Item, grads: jax.Array, c: jax.Array, *, box: _Box,
            cfg: Settings) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The linearised step that lifts every competing margin below the aim to it (DeepFool's step, on
     several rows where classes tie), capped at the trust radius: (candidate, capped, possible)."""
     aim = cfg.overshoot + jnp.maximum(cfg.overshoot, _AIM * (cfg.overshoot - st.m))
     rows = (c < aim) | (jnp.arange(c.shape[0]) == 0)
-    free = _free(st.x, grads[0], lo, hi, movable)
+    free = _free(st.x, grads[0], box)
     step = _min_norm(grads * free, jnp.where(rows, aim - c, 0), rows)
-    free = movable & ~((st.x <= lo) & (step < 0)) & ~((st.x >= hi) & (step > 0))
+    free = _free(st.x, step, box)
     step = _min_norm(grads * free, jnp.where(rows, aim - c, 0), rows)
     length = jnp.sqrt(_dot(step, step))
     scale = jnp.minimum(1, st.radius / jnp.where(length > 0, length, 1))
-    return _clip(st.x + scale * step, lo, hi), scale < 1, length > 0
+    return _clip(st.x + scale * step, box.lo, box.hi), scale < 1, length > 0
 
 
 def _secant(st: _Item, cfg: Settings) -> jax.Array:
@@ -238,29 +261,28 @@ def _tangent(u: jax.Array, grads: jax.Array, active: jax.Array, free: jax.Array)
     return -r
 
 
-def _slide(st: _Item, grads: jax.Array, c: jax.Array, level: Any, x0: jax.Array, lo: jax.Array, hi: jax.Array,
-           movable: jax.Array, cfg: Settings) -> jax.Array:
+def _slide(st: _Item, grads: jax.Array, c: jax.Array, level: Any, x0: jax.Array, *, box: _Box,
+           cfg: Settings) -> jax.Array:
     """A step toward x0 that keeps the active margins to first order, then one chord Gauss-Newton
     correction of the margins that the step left below the level (``level(z)``: their values at z)."""
     active = c <= cfg.overshoot + cfg.level_tol
-    u = (x0 - st.x) * movable
-    free = _free(st.x, u, lo, hi, movable)
+    u = (x0 - st.x) * box.movable
+    free = _free(st.x, u, box)
     t = _tangent(u, grads, active, free)
-    free = free & ~((st.x <= lo) & (t < 0)) & ~((st.x >= hi) & (t > 0))
+    free = _unblocked(free, st.x, t, box)
     t = _tangent(u, grads, active, free)
-    xp = _clip(st.x + st.alpha * t, lo, hi)
-    return _correct(_correct(xp, grads, free, level, lo, hi, cfg), grads, free, level, lo, hi, cfg)
+    xp = _clip(st.x + st.alpha * t, box.lo, box.hi)
+    return _correct(_correct(xp, grads, free, level, box=box, cfg=cfg), grads, free, level, box=box, cfg=cfg)
 
 
-def _correct(z: jax.Array, grads: jax.Array, free: jax.Array, level: Any, lo: jax.Array, hi: jax.Array,
-             cfg: Settings) -> jax.Array:
+def _correct(z: jax.Array, grads: jax.Array, free: jax.Array, level: Any, *, box: _Box, cfg: Settings) -> jax.Array:
     """One chord Gauss-Newton step (the gradients of x) of the first margin and of those below the
     level, on the free coordinates that the correction does not push out of the box."""
     cz = level(z)
     low = (cz < cfg.overshoot + cfg.level_tol) | (jnp.arange(cz.shape[0]) == 0)
     dz = _min_norm(grads * free, jnp.where(low, cfg.overshoot - cz, 0), low)
-    free = free & ~((z <= lo) & (dz < 0)) & ~((z >= hi) & (dz > 0))
-    return _clip(z + _min_norm(grads * free, jnp.where(low, cfg.overshoot - cz, 0), low), lo, hi)
+    free = _unblocked(free, z, dz, box)
+    return _clip(z + _min_norm(grads * free, jnp.where(low, cfg.overshoot - cz, 0), low), box.lo, box.hi)
 
 
 def _min_norm(gf: jax.Array, rhs: jax.Array, rows: jax.Array) -> jax.Array:
@@ -274,46 +296,57 @@ def _min_norm(gf: jax.Array, rhs: jax.Array, rows: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- one iteration of one item
 
 
-def _item_step(f: Any, args: Any, x0: jax.Array, t: jax.Array, s: jax.Array, movable: jax.Array,
-               lo: jax.Array, hi: jax.Array, st: _Item, cfg: Settings) -> _Item:
+def _item_step(f: Any, task: _Task, st: _Item, *, box: _Box, cfg: Settings) -> _Item:
     """One iteration: a candidate from the item's phase, one forward pass at it, the phase's update."""
-    _, js, c, grads = _rows(f, args, st.x, t, s, movable, cfg)
+    _, js, c, grads = _rows(f, task, st.x, movable=box.movable, cfg=cfg)
+
     def level(z: jax.Array) -> jax.Array:
-        y = f(z, *args)
-        return y[t] - y[js]
+        y = f(z, *task.args)
+        return y[task.t] - y[js]
 
-    reach_x, capped, possible = _reach(st, grads, c, lo, hi, movable, cfg)
+    reach_x, capped, possible = _reach(st, grads, c, box=box, cfg=cfg)
     cand = jnp.where(st.phase == REACH, reach_x, jnp.where(
-        st.phase == LOCATE, _secant(st, cfg), _slide(st, grads, c, level, x0, lo, hi, movable, cfg)))
-    mc = margin_of(f(cand, *args), t, s, cfg.margin)
-    kkt = kkt_residual(st.x, x0, grads, c <= cfg.overshoot + cfg.level_tol, lo, hi, movable)
-    return _update(st, cand, mc, capped, possible, kkt, x0, movable, cfg)
+        st.phase == LOCATE, _secant(st, cfg), _slide(st, grads, c, level, task.x0, box=box, cfg=cfg)))
+    mc = margin_of(f(cand, *task.args), task.t, task.s, cfg.margin)
+    kkt = kkt_residual(st.x, task.x0, grads, c <= cfg.overshoot + cfg.level_tol, lo=box.lo, hi=box.hi,
+                       movable=box.movable)
+    scale = cfg.min_step * (1 + jnp.sqrt(_dot(task.x0 * box.movable, task.x0 * box.movable)))
+    reach = _after_reach(st, cand, mc, capped, possible, scale=scale, cfg=cfg)
+    locate = _after_locate(st, cand, mc, cfg=cfg)
+    slide = _after_slide(st, cand, mc, kkt, x0=task.x0, movable=box.movable, cfg=cfg)
+    return jax.tree.map(lambda r, lc, sl: jnp.where(st.phase == REACH, r, jnp.where(st.phase == LOCATE, lc, sl)),
+                        reach, locate, slide)
 
 
-def _update(st: _Item, cand: jax.Array, mc: jax.Array, capped: jax.Array, possible: jax.Array,
-            kkt: jax.Array, x0: jax.Array, movable: jax.Array, cfg: Settings) -> _Item:
-    """The new state of every phase, the one of the item's phase kept."""
-    scale = cfg.min_step * (1 + jnp.sqrt(_dot(x0 * movable, x0 * movable)))
-    # reach: crossed -> locate on [x, cand]; progress -> accept; else halve the radius
+def _after_reach(st: _Item, cand: jax.Array, mc: jax.Array, capped: jax.Array, possible: jax.Array, *,
+                 scale: jax.Array, cfg: Settings) -> _Item:
+    """Reach: crossed -> locate on [x, cand]; progress -> accept; else halve the radius (done below ``scale``)."""
     length = jnp.sqrt(_dot(cand - st.x, cand - st.x))
     crossed, progress = mc >= cfg.overshoot, (mc > st.m) & jnp.isfinite(mc)
     radius = jnp.where(progress, jnp.where(capped, 2 * st.radius, st.radius), 0.5 * length)
     stuck = ~possible | (~crossed & ~progress & (radius < scale))
-    reach = _Item(
+    return _Item(
         x=jnp.where(progress & ~crossed, cand, st.x), m=jnp.where(progress & ~crossed, mc, st.m),
         phase=jnp.where(crossed, LOCATE, jnp.where(stuck, DONE, REACH)), it=st.it + 1, radius=radius,
         alpha=st.alpha, a=st.x, b=cand, ma=st.m, mb=mc, tries=jnp.zeros_like(st.tries))
-    # locate: shrink the bracket; on the level -> slide from there; out of tries -> slide from b
+
+
+def _after_locate(st: _Item, cand: jax.Array, mc: jax.Array, *, cfg: Settings) -> _Item:
+    """Locate: shrink the bracket; on the level -> slide from there; out of tries -> slide from b."""
     above = mc >= cfg.overshoot
     on_level = (jnp.abs(mc - cfg.overshoot) <= cfg.level_tol) & (mc > 0)
     give_up = st.tries + 1 >= cfg.max_locate
     a, ma = jnp.where(above, st.a, cand), jnp.where(above, st.ma, mc)
     b, mb = jnp.where(above, cand, st.b), jnp.where(above, mc, st.mb)
-    locate = _Item(
+    return _Item(
         x=jnp.where(on_level, cand, jnp.where(give_up, b, a)), m=jnp.where(on_level, mc, jnp.where(give_up, mb, ma)),
         phase=jnp.where(on_level | give_up, SLIDE, LOCATE), it=st.it + 1, radius=st.radius, alpha=st.alpha,
         a=a, b=b, ma=ma, mb=mb, tries=st.tries + 1)
-    # slide: converged -> done; accepted -> move, grow the step; else halve it, done when it is tiny
+
+
+def _after_slide(st: _Item, cand: jax.Array, mc: jax.Array, kkt: jax.Array, *, x0: jax.Array, movable: jax.Array,
+                 cfg: Settings) -> _Item:
+    """Slide: converged -> done; accepted -> move, grow the step; else halve it, done when it is tiny."""
     off = jnp.abs(st.m - cfg.overshoot)
     closer = _dot((cand - x0) * movable, (cand - x0) * movable) < _dot((st.x - x0) * movable, (st.x - x0) * movable)
     on_level = jnp.abs(mc - cfg.overshoot) <= cfg.level_tol
@@ -321,12 +354,10 @@ def _update(st: _Item, cand: jax.Array, mc: jax.Array, capped: jax.Array, possib
         closer | ((off > cfg.level_tol) & (jnp.abs(mc - cfg.overshoot) < off)))
     alpha = jnp.where(accept, jnp.where(on_level, jnp.minimum(1, 2 * st.alpha), st.alpha), 0.5 * st.alpha)
     done = ((kkt <= cfg.tol) & (off <= cfg.level_tol)) | (alpha < cfg.min_step)
-    slide = _Item(
+    return _Item(
         x=jnp.where(accept & ~done, cand, st.x), m=jnp.where(accept & ~done, mc, st.m),
         phase=jnp.where(done, DONE, SLIDE), it=st.it + 1, radius=st.radius, alpha=alpha,
         a=st.a, b=st.b, ma=st.ma, mb=st.mb, tries=st.tries)
-    return jax.tree.map(lambda r, lc, sl: jnp.where(st.phase == REACH, r, jnp.where(st.phase == LOCATE, lc, sl)),
-                        reach, locate, slide)
 
 
 # --------------------------------------------------------------------------- the compiled batch
@@ -342,14 +373,15 @@ def _start(m0: jax.Array, x0: jax.Array, cfg: Settings) -> _Item:
 
 
 @jit(static_argnames=("static", "cfg"))
-def _solve(dynamic: list[Any], static: StaticPart, args: Any, x0: jax.Array, target: jax.Array,
-           movable: jax.Array, lo: jax.Array, hi: jax.Array, cfg: Settings) -> Counterfactual:
+def _solve(dynamic: list[Any], static: StaticPart, args: Any, x0: jax.Array, target: jax.Array, *, box: _Box,
+           cfg: Settings) -> Counterfactual:
     """Run every item of the batch to its counterfactual; the loop ends when all are done."""
     f = merge_callable(dynamic, static)
     y0 = jax.vmap(lambda x, a: f(x, *a))(x0, args)
     source = jnp.argmax(y0, axis=-1).astype(jnp.int32)
     m0 = jax.vmap(lambda y, t, s: margin_of(y, t, s, cfg.margin))(y0, target, source)
-    step = jax.vmap(lambda a, x, t, s, mv, lw, hg, st: _item_step(f, a, x, t, s, mv, lw, hg, st, cfg))
+    tasks = _Task(args=args, x0=x0, t=target, s=source)
+    step = jax.vmap(lambda task, b, st: _item_step(f, task, st, box=b, cfg=cfg))
     size = cfg.max_steps + 1
     path = jnp.zeros((x0.shape[0], size, *x0.shape[1:]), x0.dtype).at[:, 0].set(x0)
     pm = jnp.zeros((x0.shape[0], size), x0.dtype).at[:, 0].set(m0)
@@ -358,7 +390,7 @@ def _solve(dynamic: list[Any], static: StaticPart, args: Any, x0: jax.Array, tar
 
     def body(carry: tuple[Any, ...]) -> tuple[Any, ...]:
         i, st, path, pm, pp = carry
-        new = step(args, x0, target, source, movable, lo, hi, st)
+        new = step(tasks, box, st)
         active = st.phase != DONE
         st = jax.tree.map(lambda n, o: jnp.where(active.reshape(-1, *([1] * (n.ndim - 1))), n, o), new, st)
         return i + 1, st, path.at[:, i + 1].set(st.x), pm.at[:, i + 1].set(st.m), pp.at[:, i + 1].set(st.phase)
@@ -368,28 +400,27 @@ def _solve(dynamic: list[Any], static: StaticPart, args: Any, x0: jax.Array, tar
 
     last, st, path, pm, pp = jax.lax.while_loop(cond, body, (jnp.int32(0), start, path, pm, pp))
     x = jnp.where((st.phase == LOCATE)[:, None, None], st.b, st.x)
-    return _finish(f, args, x0, x, target, source, movable, lo, hi, st.it, (last, path, pm, pp), cfg)
+    return _finish(f, tasks, x, st.it, (last, path, pm, pp), box=box, cfg=cfg)
 
 
-def _finish(f: Any, args: Any, x0: jax.Array, x: jax.Array, target: jax.Array, source: jax.Array,
-            movable: jax.Array, lo: jax.Array, hi: jax.Array, iterations: jax.Array, record: tuple[Any, ...],
+def _finish(f: Any, tasks: _Task, x: jax.Array, iterations: jax.Array, record: tuple[Any, ...], *, box: _Box,
             cfg: Settings) -> Counterfactual:
     """The result at the final points: margin, prediction, certificate, and the path cut at the last iteration."""
-    def one(a: Any, xi: jax.Array, x0i: jax.Array, t: jax.Array, s: jax.Array, mv: jax.Array, lw: jax.Array,
-            hg: jax.Array) -> tuple[jax.Array, ...]:
-        y, _, c, grads = _rows(f, a, xi, t, s, mv, cfg)
+    def one(task: _Task, xi: jax.Array, b: _Box) -> tuple[jax.Array, ...]:
+        y, _, c, grads = _rows(f, task, xi, movable=b.movable, cfg=cfg)
         active = c <= c[0] + cfg.level_tol
-        return margin_of(y, t, s, cfg.margin), jnp.argmax(y) == t, kkt_residual(xi, x0i, grads, active, lw, hg, mv)
+        return (margin_of(y, task.t, task.s, cfg.margin), jnp.argmax(y) == task.t,
+                kkt_residual(xi, task.x0, grads, active, lo=b.lo, hi=b.hi, movable=b.movable))
 
-    m, hit, kkt = jax.vmap(one)(args, x, x0, target, source, movable, lo, hi)
+    m, hit, kkt = jax.vmap(one)(tasks, x, box)
     reached = hit & (m > 0)
     kkt = jnp.where(reached, kkt, jnp.nan)
-    d = (x - x0) * movable
+    d = (x - tasks.x0) * box.movable
     last, path, pm, pp = record
     keep = jnp.arange(path.shape[1]) <= last
     return Counterfactual(
         x=x, reached=reached, distance=jnp.sqrt(jnp.sum(d * d, axis=(1, 2))), margin=m, kkt=kkt,
-        converged=reached & (kkt <= cfg.tol), iterations=iterations, target=target, source=source,
+        converged=reached & (kkt <= cfg.tol), iterations=iterations, target=tasks.t, source=tasks.s,
         path=jnp.where(keep[None, :, None, None], path, x[:, None]), path_margin=jnp.where(keep[None], pm, m[:, None]),
         path_phase=jnp.where(keep[None], pp, DONE))
 
@@ -405,7 +436,7 @@ def counterfactual(
     args: Any = (),
     select: Select = None,
     bounds: tuple[Any, Any] | None = None,
-    key: Any = None,
+    key: Any = None,  # noqa: ARG001 (accepted for symmetry with simec / simexp: the method is deterministic)
     margin: str = "other",
     overshoot: float = 1e-3,
     tol: float = 1e-2,
@@ -458,7 +489,7 @@ def counterfactual(
     dynamic, static = split_callable(f)
     check_source(merge_callable(dynamic, static), args_b, xb, classes)
     lo, hi = item_bounds(bounds, xb, select)
-    out = _solve(dynamic, static, args_b, xb, classes, explored(select, xb, lo, hi), lo, hi, cfg)
+    out = _solve(dynamic, static, args_b, xb, classes, box=_Box(lo, hi, explored(select, xb, lo, hi)), cfg=cfg)
     return out if batched else jax.tree.map(lambda v: v[0], out)
 
 

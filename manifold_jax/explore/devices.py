@@ -29,25 +29,29 @@ Devices = None | str | int | Mesh | Sequence[Any]
 """None (no sharding), "all" (jax.devices()), a device count, a list of devices or a Mesh."""
 
 
+def _listed(devices: Devices, available: list[Any]) -> list[Any]:
+    """The devices that ``devices`` names, in its order."""
+    if isinstance(devices, Mesh):
+        return list(devices.devices.flat)
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(f"devices={devices!r} is not supported; expected 'all', a count or a list of devices")
+        return list(available)
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if not 1 <= int(devices) <= len(available):
+            raise ValueError(f"devices={devices}: between 1 and the {len(available)} available device(s)")
+        return list(available[: int(devices)])
+    chosen = list(cast(Sequence[Any], devices))
+    if not chosen:
+        raise ValueError("devices: give at least one device")
+    return chosen
+
+
 def resolve_devices(devices: Devices) -> list[Any] | None:
     """The devices a batch is sharded over, or None for the default single-device run."""
     if devices is None:
         return None
-    available = jax.devices()
-    if isinstance(devices, Mesh):
-        chosen = list(devices.devices.flat)
-    elif isinstance(devices, str):
-        if devices != "all":
-            raise ValueError(f"devices={devices!r} is not supported; expected 'all', a count or a list of devices")
-        chosen = list(available)
-    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        if not 1 <= int(devices) <= len(available):
-            raise ValueError(f"devices={devices}: between 1 and the {len(available)} available device(s)")
-        chosen = list(available[: int(devices)])
-    else:
-        chosen = list(cast(Sequence[Any], devices))
-        if not chosen:
-            raise ValueError("devices: give at least one device")
+    chosen = _listed(devices, jax.devices())
     if len({d.id for d in chosen}) != len(chosen):
         raise ValueError("devices: a device is listed twice")
     if jax.process_count() > 1 and len(chosen) > 1:

@@ -77,6 +77,6 @@ __all__ = [
     "prepare",
     "run_study",
     "save_trajectory",
-    "study_root",
     "study_bounds",
+    "study_root",
 ]

@@ -94,7 +94,19 @@ def trajectory_problem(traj: Trajectory, x0_shape: tuple[int, ...], iterations: 
     if np.all(np.asarray(traj.final.stopped)) and 0 < len(traj.iteration) <= len(iterations):
         # every item stopped early (a stop event): the trajectory ends at the last stop
         iterations = iterations[: len(traj.iteration)]
-    points = len(iterations)
+    shapes = _shape_problem(traj, (batch, len(iterations), n, d))
+    if shapes is not None:
+        return shapes
+    if not np.array_equal(traj.iteration, iterations):
+        return f"its iterations run {_span(traj.iteration)}, expected {_span(iterations)}"
+    if traj.final.x.shape != (batch, n, d) or int(traj.final.iteration) != int(iterations[-1]):
+        return "its final state does not match its last iteration"
+    return None
+
+
+def _shape_problem(traj: Trajectory, shape: tuple[int, int, int, int]) -> str | None:
+    """Why a field of ``traj`` does not have its shape for (B, S, n, d) = ``shape``, or None."""
+    batch, points, n, d = shape
     if traj.x.shape != (batch, points, n, d):
         return f"x has shape {traj.x.shape}, expected {(batch, points, n, d)}"
     if traj.y.ndim != 3 or traj.y.shape[:2] != (batch, points):
@@ -106,10 +118,6 @@ def trajectory_problem(traj: Trajectory, x0_shape: tuple[int, ...], iterations: 
     for name in ("step", "eigenvalue"):
         if getattr(traj, name).shape[:2] != (batch, points):
             return f"{name} has shape {getattr(traj, name).shape}, expected ({batch}, {points}, blocks)"
-    if not np.array_equal(traj.iteration, iterations):
-        return f"its iterations run {_span(traj.iteration)}, expected {_span(iterations)}"
-    if traj.final.x.shape != (batch, n, d) or int(traj.final.iteration) != int(iterations[-1]):
-        return "its final state does not match its last iteration"
     return None
 
 
