@@ -318,8 +318,7 @@ def _allowed(model: Any, config: ProjectionConfig) -> np.ndarray:
 
 
 def _text(model: Any, ids: np.ndarray, ctx: dict[str, jax.Array]) -> str:
-    keep = np.asarray(ctx["attention_mask"]).astype(bool)
-    return model.detokenize(np.asarray(ids)[keep][None])[0]
+    return model.detokenize(np.asarray(ids)[np.asarray(ctx["attention_mask"]).astype(bool)][None])[0]
 
 
 def project_sentence(
@@ -381,14 +380,12 @@ def project_sentence(
     return ProjectedSentence(False, start, text, y_text, changes=(), distance=dist, **decoded_record)
 
 
-Pool = dict[tuple[int, ...], tuple[np.ndarray, tuple[int, ...]]]
-"""Verified token sequences: ids -> (their logits (k,), the positions changed from the start)."""
+Pool = dict[tuple[int, ...], tuple[np.ndarray, tuple[int, ...]]]  # ids -> (verified logits (k,), positions changed)
 
 
 @dataclass(frozen=True)
 class _Search:
-    """What the beam search reads: the first-order table (n, V, k), the explored positions (m,),
-    the allowed vocabulary (V,) bool, the goal and the configuration."""
+    """What the search reads: first-order table (n, V, k), explored positions (m,), allowed words (V,)."""
 
     table: np.ndarray
     pos: np.ndarray
@@ -410,15 +407,14 @@ def _explored(one: Context, positions: Any) -> np.ndarray:
 
 def _beam_search(model: Any, one: Context, start: np.ndarray, pool: Pool, search: _Search) -> int:
     """Grow ``pool`` by a beam over single-position changes until the goal is met; the sentences verified."""
-    cfg, width = search.cfg, search.cfg.beam_width * search.cfg.candidates
-    beam, verified = [start], 1
+    cfg, beam, verified = search.cfg, [start], 1
     for _ in range(cfg.max_changes if search.pos.size else 0):
         if any(search.goal.done(y) for y, _ in pool.values()):
             break
         proposals = _proposals(beam, pool, search)
         if not proposals:
             break
-        ys = verify_ids(model, np.stack([p for p, _ in proposals]), one, batch=width)
+        ys = verify_ids(model, np.stack([p for p, _ in proposals]), one, batch=cfg.beam_width * cfg.candidates)
         verified += len(proposals)
         for (row, changed), y in zip(proposals, ys, strict=True):
             pool[tuple(row.tolist())] = (y, changed)
