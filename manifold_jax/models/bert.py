@@ -10,7 +10,7 @@ task head on ONE item. Weights come from HF checkpoints (``BertModel``,
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -276,7 +276,6 @@ def _mlm_argmax_jit(model: Bert, x: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.lax.map(lambda a: jnp.argmax(model.forward(a[0], {"attention_mask": a[1]}), -1), (x, mask))
 
 
-
 jax.tree_util.register_dataclass(Bert)
 
 
@@ -287,7 +286,7 @@ TEXT_OPTIONS = frozenset(HEAD_OPTIONS | {"max_length", "tokenizer"})
 """The loader options of the BERT-family specs."""
 
 
-def bert_inputs(config: BertConfig) -> tuple[jax.Array, ...]:
+def bert_inputs(_config: BertConfig) -> tuple[jax.Array, ...]:
     """Dummy ids and token types (1, 2) that run every parameter of a :class:`BertModule`."""
     return jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32)
 
@@ -313,7 +312,7 @@ def check_tied_decoder(weights: Mapping[str, np.ndarray], decoder_name: str, wor
         )
 
 
-def tied_decoder(decoder_name: str, prefix: str) -> Any:
+def tied_decoder(decoder_name: str, prefix: str) -> Callable[[Mapping[str, np.ndarray]], None]:
     """The ``check_weights`` of a BERT-family spec: the decoder ``decoder_name`` must equal the
     word table (``<prefix>embeddings.word_embeddings.weight``, with or without the prefix)."""
     word = "embeddings.word_embeddings.weight"

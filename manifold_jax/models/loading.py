@@ -59,7 +59,7 @@ def _hf(directory: str) -> Any:
         raise
 
 
-def _sentence(directory: str, task: str, opts: dict[str, Any]) -> Model:
+def _sentence(directory: str, _task: str, opts: dict[str, Any]) -> Model:
     def load_encoder(path: str) -> Bert:
         model = load(path, task="encoder", dtype=opts["dtype"], max_length=opts.get("max_length"))
         if not isinstance(model, Bert):

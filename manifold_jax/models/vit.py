@@ -293,7 +293,7 @@ jax.tree_util.register_dataclass(PixelViT)
 # ------------------------------------------------------------------------------ loading
 
 
-def vit_port(params: dict[str, Any], config: ViTConfig, task: Task, checkpoint: Checkpoint) -> ViT:
+def vit_port(params: dict[str, Any], config: ViTConfig, task: Task, _checkpoint: Checkpoint) -> ViT:
     """The :class:`ViT` of loaded params."""
     return ViT(params, config, task)
 

@@ -189,7 +189,7 @@ def _steps(recipe: Recipe, n_train: int) -> tuple[int, int, int]:
     """(steps per epoch, total steps, warm-up steps) of a run on ``n_train`` images."""
     steps_per_epoch = n_train // recipe.batch_size
     total_steps = max(recipe.epochs * steps_per_epoch, 1)
-    warmup_steps = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total_steps - 1)
+    warmup_steps = min(round(recipe.warmup_epochs * steps_per_epoch), total_steps - 1)
     return steps_per_epoch, total_steps, warmup_steps
 
 

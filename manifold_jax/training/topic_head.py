@@ -107,7 +107,7 @@ def train_topic_head(
             "train_topic_head", *(() if base == MINILM else (base,)), seed=seed, split_seed=split_seed,
             test_fraction=test_fraction, steps=steps, learning_rate=learning_rate, weight_decay=weight_decay,
             normalize=normalize, save=None if save is None else os.fspath(save),
-        ),  # fmt: skip
+        ),
         "versions": versions(),
     }
     if save is not None:
