@@ -6,7 +6,10 @@ DistilBERT, GPT-2, ViT, DeiT: dispatched on config.json's ``model_type`` through
 our own saved ViTs or sentence classifiers, or an embedded model by name
 (``load("mnist-vit")``, ``load("minilm-topics")``, see :data:`EMBEDDED`) and returns
 a model object implementing :class:`~manifold_jax.models.base.ExplorableModel`:
-``embed``, ``head`` (pure, one item), ``decode``, ``bounds``, ``labels``. Models are
+``embed``, ``head`` (pure, one item), ``decode``, ``bounds``, ``labels``. The ports share
+their common part (:mod:`~manifold_jax.models.port`: ``bounds``, the flax plumbing, the text
+helpers), and each family's loader is a declarative :class:`PortSpec`
+(:mod:`~manifold_jax.models.port_spec`: config, weight names, module, model). Models are
 pytrees whose leaves are the parameters, so ``jax.jit`` / ``jax.vmap`` / ``jax.jacrev`` trace the weights as arguments.
 """
 
@@ -26,10 +29,12 @@ from .errors import (
 from .gpt2 import GPT2, GPT2Config, GPT2Module, load_gpt2
 from .hf_vit import load_hf_deit, load_hf_vit
 from .loading import SUPPORTED_MODEL_TYPES, family_of, load
+from .port_spec import PortSpec
 from .registry import FAMILIES, Family
 from .roberta import load_roberta
 from .sentence import EncoderNotFoundError, SentenceClassifier, load_sentence_classifier, minilm_path
-from .vit import CIFAR10_VIT, MNIST_VIT, PixelViT, ViT, ViTConfig, ViTModule, load_manifold_vit
+from .vit import PixelViT, ViT, load_manifold_vit
+from .vit_modules import CIFAR10_VIT, MNIST_VIT, ViTConfig, ViTModule
 
 __all__ = [
     "CIFAR10_VIT",
@@ -53,6 +58,7 @@ __all__ = [
     "MissingWeightsError",
     "ModelError",
     "PixelViT",
+    "PortSpec",
     "SentenceClassifier",
     "ShapeMismatchError",
     "Task",

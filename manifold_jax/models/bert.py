@@ -9,8 +9,10 @@ task head on ONE item. Weights come from HF checkpoints (``BertModel``,
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -18,22 +20,23 @@ import numpy as np
 
 from manifold_jax._xla import jit
 
-from .base import BoundsKind, Context, Task
+from .base import Context, Task
 from .bert_modules import BERT_NAMES, MLM_TOP_K, TASKS, BertConfig, BertModule
 from .bert_vocab import chunk_size, nearest_tokens, vocab_box
-from .common import measured_box
 from .errors import UnsupportedModelError
+from .port import TextPort
+from .port_spec import Checkpoint, PortSpec
+from .registry import HEAD_OPTIONS
 from .text import load_tokenizer
-from .weights import NameTable, load_params, read_checkpoint
 
 __all__ = [
-    "BERT_NAMES", "MLM_TOP_K", "TASKS", "Bert", "BertConfig", "BertModule", "bert_from_checkpoint", "check_task",
-    "check_tied_decoder", "load_bert",
+    "BERT", "BERT_NAMES", "MLM_TOP_K", "TASKS", "TEXT_OPTIONS", "Bert", "BertConfig", "BertModule", "bert_inputs",
+    "bert_port", "check_tied_decoder", "load_bert",
 ]
 
 
 @dataclass(frozen=True, eq=False)
-class Bert:
+class Bert(TextPort):
     """A BERT port split at the input embeddings (a pytree: its leaves are ``params``).
 
     ``task``: "classification" (head = logits (num_labels,)), "mlm" (head = the logits
@@ -56,8 +59,9 @@ class Bert:
     def module(self) -> BertModule:
         return BertModule(self.config, self.task)
 
-    def _apply(self, *args: Any, method: str) -> jax.Array:
-        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(BertModule, method)))
+    @property
+    def positions(self) -> int:
+        return self.config.max_length
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -68,15 +72,6 @@ class Bert:
         if self.task == "mlm":
             return tuple(f"top{i + 1}" for i in range(self.top_k))
         return ()
-
-    def topk_tokens(self, ctx: Context) -> list[tuple[str, ...]]:
-        """The decoded frozen top-k MLM tokens of every item of a batched ctx: B tuples of k."""
-        self._need_tokenizer()
-        return [tuple(self.tokenizer.convert_ids_to_tokens(row)) for row in np.asarray(ctx["topk"]).tolist()]
-
-    def _need_tokenizer(self) -> None:
-        if self.tokenizer is None:
-            raise ValueError("this model was loaded without a tokenizer; use embed_ids instead of embed")
 
     # ------------------------------------------------------------------ embed
     def tokenize(self, texts: str | list[str], max_length: int | None = None) -> dict[str, np.ndarray]:
@@ -181,10 +176,6 @@ class Bert:
         the whole vocabulary (B, n, V), or hidden states (B, n, d)."""
         return self._apply(x, ctx["attention_mask"], method="forward")
 
-    def __call__(self, inputs: str | list[str]) -> jax.Array:
-        """``forward(*embed(inputs))``."""
-        return self.forward(*self.embed(inputs))
-
     # ------------------------------------------------------------------ decode
     def decode(
         self, x: jax.Array, ctx: Context, method: str = "auto", mlm: Bert | None = None, vocabulary: str = "words"
@@ -248,39 +239,16 @@ class Bert:
         ``embed`` gives token v_c at position i with type t. Pure (usable under jit)."""
         return self._apply(vocab_ids, n, method="candidates")
 
-    def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
-        """Token ids (B, n) back to B strings through the tokenizer."""
-        self._need_tokenizer()
-        return self.tokenizer.batch_decode(np.asarray(ids).tolist(), skip_special_tokens=skip_special_tokens)
-
     # ------------------------------------------------------------------ bounds
-    def bounds(self, kind: BoundsKind = "theoretical", data: Any = None) -> tuple[jax.Array, jax.Array]:
-        """Feasible box (lo, hi), each (n, d).
-
-        "theoretical": LayerNorm is not linear, so the paper's linear-embedding box does
-        not apply; instead the exact box over the vocabulary: per position i, the
-        element-wise min/max of LayerNorm(W_v + T_t + P_i) over every vocabulary entry v
-        and every token type t (computed in chunks). Every embedding any token sequence
-        can have lies in it. n = the padded length of ``embed(data)`` when data are
-        texts, ``data`` itself when an int, else the model's ``max_length`` or
-        ``max_position_embeddings`` (slice ``[:n]``: rows do not depend on n).
-        "measured": element-wise min/max over the embeddings of ``data`` (texts), per
-        position, padding positions included (n = their padded length).
-        """
-        if kind == "measured":
-            if data is None:
-                raise ValueError("bounds('measured') needs data: the texts to measure the box on")
-            return measured_box(self.embed(data)[0])
-        if kind != "theoretical":
-            raise ValueError(f"unknown bounds kind {kind!r}; use 'theoretical' or 'measured'")
-        if isinstance(data, int):
-            n = data
-        elif data is not None:
-            n = int(self.embed(data)[0].shape[1])
-        else:
-            n = self.max_length or self.config.max_length
-        if not 0 < n <= self.config.max_length:
-            raise ValueError(f"bounds for n = {n} positions; this model has 1..{self.config.max_length}")
+    def position_box(self, n: int) -> tuple[jax.Array, jax.Array]:
+        """The theoretical box of :meth:`bounds` ("theoretical", each (n, d)): LayerNorm is not linear,
+        so the paper's linear-embedding box does not apply; instead the exact box over the
+        vocabulary: per position i, the element-wise min/max of LayerNorm(W_v + T_t + P_i) over every
+        vocabulary entry v and every token type t (computed in chunks). Every embedding any token
+        sequence can have lies in it. n = the padded length of ``embed(data)`` when data are texts,
+        ``data`` itself when an int, else the model's ``max_length`` or ``max_position_embeddings``
+        (slice ``[:n]``: rows do not depend on n). "measured": element-wise min/max over the
+        embeddings of ``data`` (texts), per position, padding positions included."""
         d = self.config.hidden_size
         chunk = chunk_size(self.config.vocab_size, max(self.config.type_vocab_size, 1) * n * d)
         return vocab_box(self, n, chunk)
@@ -308,73 +276,31 @@ def _mlm_argmax_jit(model: Bert, x: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.lax.map(lambda a: jnp.argmax(model.forward(a[0], {"attention_mask": a[1]}), -1), (x, mask))
 
 
-
 jax.tree_util.register_dataclass(Bert)
 
 
 # ------------------------------------------------------------------------- loading
 
 
-def load_bert(
-    directory: str,
-    hf_config: Any,
-    task: Task = "classification",
-    *,
-    dtype: Any = jnp.float32,
-    init_missing_head: bool = False,
-    num_labels: int | None = None,
-    key: jax.Array | None = None,
-    max_length: int | None = None,
-    tokenizer: Any = "auto",
-) -> Bert:
-    """A :class:`Bert` from an HF BERT checkpoint directory (see :func:`manifold_jax.models.load`)."""
-    check_task(task, "BERT")
-    return bert_from_checkpoint(
-        directory, BertConfig.from_hf(hf_config, num_labels), task, BERT_NAMES,
-        tied=("cls.predictions.decoder.weight",
-              ("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
-        what=f"BERT ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key, max_length=max_length,
-        tokenizer=tokenizer,
-    )
+TEXT_OPTIONS = frozenset(HEAD_OPTIONS | {"max_length", "tokenizer"})
+"""The loader options of the BERT-family specs."""
 
 
-def check_task(task: str, family: str) -> None:
-    """Refuse a task the BERT-family ports do not have, listing the ones they do."""
-    if task not in TASKS:
-        raise UnsupportedModelError(f"unknown task {task!r} for {family}; supported: {', '.join(TASKS)}")
+def bert_inputs(_config: BertConfig) -> tuple[jax.Array, ...]:
+    """Dummy ids and token types (1, 2) that run every parameter of a :class:`BertModule`."""
+    return jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32)
 
 
-def bert_from_checkpoint(
-    directory: str,
-    config: BertConfig,
-    task: Task,
-    names: NameTable,
-    *,
-    tied: tuple[str, tuple[str, ...]],
-    what: str,
-    dtype: Any = jnp.float32,
-    init_missing_head: bool = False,
-    key: jax.Array | None = None,
-    max_length: int | None = None,
-    tokenizer: Any = "auto",
-) -> Bert:
-    """A :class:`Bert` of any BERT-family checkpoint: its config, its name table, and the names of
-    its MLM decoder weight and of the word table it must be tied to (``tied``)."""
-    module = BertModule(config, task)
-    dummy = (jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32))
-
-    def init(k: jax.Array) -> dict[str, Any]:
-        return module.init(k, *dummy, method=BertModule.init_all)["params"]
-
-    weights = read_checkpoint(directory)
-    check_tied_decoder(weights, *tied)
-    params = load_params(weights, names, init, key=key, init_missing_head=init_missing_head, dtype=dtype, what=what)
+def bert_port(params: dict[str, Any], config: BertConfig, task: Task, checkpoint: Checkpoint) -> Bert:
+    """The :class:`Bert` of loaded params, with the tokenizer stored beside the weights unless the
+    ``tokenizer`` option gives one (or None)."""
+    tokenizer = checkpoint.options.get("tokenizer", "auto")
     if tokenizer == "auto":
-        tokenizer = load_tokenizer(directory)
-    return Bert(params, config, task, tokenizer, max_length)
+        tokenizer = load_tokenizer(checkpoint.directory)
+    return Bert(params, config, task, tokenizer, checkpoint.option("max_length"))
 
 
-def check_tied_decoder(weights: dict[str, np.ndarray], decoder_name: str, word_names: tuple[str, ...]) -> None:
+def check_tied_decoder(weights: Mapping[str, np.ndarray], decoder_name: str, word_names: tuple[str, ...]) -> None:
     """Our MLM decoder is tied to the word embeddings: refuse a checkpoint whose decoder differs."""
     decoder = weights.get(decoder_name)
     if decoder is None:
@@ -384,3 +310,30 @@ def check_tied_decoder(weights: dict[str, np.ndarray], decoder_name: str, word_n
         raise UnsupportedModelError(
             f"{decoder_name} differs from {word_names[0]}: untied MLM decoders are not supported"
         )
+
+
+def tied_decoder(decoder_name: str, prefix: str) -> Callable[[Mapping[str, np.ndarray]], None]:
+    """The ``check_weights`` of a BERT-family spec: the decoder ``decoder_name`` must equal the
+    word table (``<prefix>embeddings.word_embeddings.weight``, with or without the prefix)."""
+    word = "embeddings.word_embeddings.weight"
+    return functools.partial(check_tied_decoder, decoder_name=decoder_name, word_names=(prefix + word, word))
+
+
+BERT: PortSpec[BertConfig, Bert] = PortSpec(
+    name="BERT",
+    tasks=TASKS,
+    config=lambda c: BertConfig.from_hf(c.hf, c.option("num_labels")),
+    names=BERT_NAMES,
+    module=BertModule,
+    init_inputs=bert_inputs,
+    build=bert_port,
+    options=TEXT_OPTIONS,
+    check_weights=tied_decoder("cls.predictions.decoder.weight", "bert."),
+)
+"""HF BERT checkpoints (``BertModel``, ``BertForSequenceClassification``, ``BertForMaskedLM``)."""
+
+
+def load_bert(directory: str, hf_config: Any, task: Task = "classification", **options: Any) -> Bert:
+    """A :class:`Bert` from an HF BERT checkpoint directory (options: :func:`manifold_jax.models.load`'s,
+    and ``tokenizer``)."""
+    return BERT.load(directory, hf_config, task, **options)

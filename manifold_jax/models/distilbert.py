@@ -9,15 +9,14 @@ block under other names; classification is ``pre_classifier`` -> ReLU -> ``class
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from .base import Task
-from .bert import Bert, bert_from_checkpoint, check_task
+from .bert import BERT, Bert, tied_decoder
 from .bert_modules import BertConfig
 from .layers import EncoderConfig
+from .port_spec import PortSpec
 from .weights import NameTable, Rule, dense_rules, norm_rules
 
 MODEL_TYPE = "distilbert"
@@ -77,24 +76,17 @@ def distilbert_config(hf: Any, num_labels: int | None = None) -> BertConfig:
     )
 
 
-def load_distilbert(
-    directory: str,
-    hf_config: Any,
-    task: Task = "classification",
-    *,
-    dtype: Any = jnp.float32,
-    init_missing_head: bool = False,
-    num_labels: int | None = None,
-    key: jax.Array | None = None,
-    max_length: int | None = None,
-    tokenizer: Any = "auto",
-) -> Bert:
-    """A :class:`~manifold_jax.models.Bert` from an HF DistilBERT checkpoint directory."""
-    check_task(task, "DistilBERT")
-    return bert_from_checkpoint(
-        directory, distilbert_config(hf_config, num_labels), task, DISTILBERT_NAMES,
-        tied=("vocab_projector.weight",
-              ("distilbert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
-        what=f"DistilBERT ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key,
-        max_length=max_length, tokenizer=tokenizer,
-    )
+DISTILBERT: PortSpec[BertConfig, Bert] = dataclasses.replace(
+    BERT,
+    name="DistilBERT",
+    config=lambda c: distilbert_config(c.hf, c.option("num_labels")),
+    names=DISTILBERT_NAMES,
+    check_weights=tied_decoder("vocab_projector.weight", "distilbert."),
+)
+"""HF DistilBERT checkpoints on the BERT port: BERT's spec with its own config, names and tied decoder."""
+
+
+def load_distilbert(directory: str, hf_config: Any, task: Task = "classification", **options: Any) -> Bert:
+    """A :class:`~manifold_jax.models.Bert` from an HF DistilBERT checkpoint directory (options: see
+    :func:`~manifold_jax.models.bert.load_bert`)."""
+    return DISTILBERT.load(directory, hf_config, task, **options)

@@ -13,8 +13,9 @@ tied LM head's): x_i - wpe[i] is compared with every row of wte, exactly, in chu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -22,14 +23,17 @@ import numpy as np
 
 from manifold_jax._xla import jit
 
-from .base import BoundsKind, Context, Task
-from .common import measured_box
+from .base import Context, Task
 from .errors import UnsupportedModelError
 from .gpt2_modules import GPT2_NAMES, GPT2Config, GPT2Module
+from .port import TextPort
+from .port_spec import Checkpoint, PortSpec
+from .text import load_tokenizer
 from .vocab import chunk_rows, nearest_rows, table_box
-from .weights import load_params, read_checkpoint
 
-__all__ = ["GPT2", "GPT2_NAMES", "MODEL_TYPE", "TASKS", "GPT2Config", "GPT2Module", "gpt2_params", "load_gpt2"]
+__all__ = [
+    "GPT2", "GPT2_NAMES", "GPT2_SPEC", "MODEL_TYPE", "TASKS", "GPT2Config", "GPT2Module", "gpt2_params", "load_gpt2",
+]
 
 MODEL_TYPE = "gpt2"
 TASKS: tuple[Task, ...] = ("lm", "lm-top5")
@@ -42,7 +46,7 @@ STUDY_TOP_K = 5
 
 
 @dataclass(frozen=True, eq=False)
-class GPT2:
+class GPT2(TextPort):
     """A GPT-2 LM split at the input embeddings (a pytree: its leaves are ``params``).
 
     ``head(x, ctx)`` is the next-token logits at the last real position: (V,) when
@@ -72,8 +76,9 @@ class GPT2:
     def module(self) -> GPT2Module:
         return GPT2Module(self.config)
 
-    def _apply(self, *args: Any, method: str) -> jax.Array:
-        return cast(jax.Array, self.module.apply({"params": self.params}, *args, method=getattr(GPT2Module, method)))
+    @property
+    def positions(self) -> int:
+        return self.config.n_positions
 
     @property
     def dtype(self) -> Any:
@@ -88,15 +93,6 @@ class GPT2:
         if self.tokenizer is not None:
             return tuple(self.tokenizer.convert_ids_to_tokens(list(range(self.config.vocab_size))))
         return tuple(str(i) for i in range(self.config.vocab_size))
-
-    def topk_tokens(self, ctx: Context) -> list[tuple[str, ...]]:
-        """The decoded frozen top-k tokens of every item of a batched ctx: B tuples of k."""
-        self._need_tokenizer()
-        return [tuple(self.tokenizer.convert_ids_to_tokens(row)) for row in np.asarray(ctx["topk"]).tolist()]
-
-    def _need_tokenizer(self) -> None:
-        if self.tokenizer is None:
-            raise ValueError("this model was loaded without a tokenizer; use embed_ids instead of embed")
 
     # ------------------------------------------------------------------ embed
     def tokenize(self, texts: str | list[str], max_length: int | None = None) -> dict[str, np.ndarray]:
@@ -177,10 +173,6 @@ class GPT2:
         """The full model on a batch of embeddings (B, n, d): logits at every position (B, n, V)."""
         return _forward_jit(self, x, ctx["attention_mask"])
 
-    def __call__(self, inputs: str | list[str]) -> jax.Array:
-        """``forward(*embed(inputs))``."""
-        return self.forward(*self.embed(inputs))
-
     def next_token_probabilities(self, x: jax.Array, ctx: Context) -> jax.Array:
         """softmax of the full-vocabulary next-token logits of a batch (B, n, d): (B, V), top-k or not."""
         return _next_probs_jit(self, x, ctx["attention_mask"], ctx["last_position"])
@@ -221,34 +213,12 @@ class GPT2:
         wte, wpe = self.params["wte"]["embedding"], self.params["wpe"]["embedding"][:n]
         return (wte[vocab_ids][:, None, :] + wpe[None, :, :])[None]
 
-    def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
-        """Token ids (B, n) back to B strings (the end-of-text padding dropped)."""
-        self._need_tokenizer()
-        return self.tokenizer.batch_decode(np.asarray(ids).tolist(), skip_special_tokens=skip_special_tokens)
-
     # ------------------------------------------------------------------ bounds
-    def bounds(self, kind: BoundsKind = "theoretical", data: Any = None) -> tuple[jax.Array, jax.Array]:
-        """Feasible box (lo, hi), each (n, d).
-
-        "theoretical": the embedding is linear and separable, so the exact box of every
-        embedding any token sequence can have is min_v wte[v] + wpe[i] (and max), per position i.
-        n = ``data`` when an int, the padded length of ``embed(data)`` for texts, else the model's
-        ``max_length`` or ``n_positions``. "measured": element-wise min/max over ``embed(data)``.
-        """
-        if kind == "measured":
-            if data is None:
-                raise ValueError("bounds('measured') needs data: the texts to measure the box on")
-            return measured_box(self.embed(data)[0])
-        if kind != "theoretical":
-            raise ValueError(f"unknown bounds kind {kind!r}; use 'theoretical' or 'measured'")
-        if isinstance(data, int):
-            n = data
-        elif data is not None:
-            n = int(self.embed(data)[0].shape[1])
-        else:
-            n = self.max_length or self.config.n_positions
-        if not 0 < n <= self.config.n_positions:
-            raise ValueError(f"bounds for n = {n} positions; this model has 1..{self.config.n_positions}")
+    def position_box(self, n: int) -> tuple[jax.Array, jax.Array]:
+        """The theoretical box of :meth:`bounds` (each (n, d)): the embedding is linear and separable,
+        so the exact box of every embedding any token sequence can have is min_v wte[v] + wpe[i] (and
+        max), per position i. n = ``data`` when an int, the padded length of ``embed(data)`` for
+        texts, else the model's ``max_length`` or ``n_positions``."""
         return table_box(self.params["wte"]["embedding"], self.params["wpe"]["embedding"][:n])
 
 
@@ -283,47 +253,55 @@ jax.tree_util.register_dataclass(GPT2)
 # ------------------------------------------------------------------------- loading
 
 
-def gpt2_params(
-    weights: dict[str, np.ndarray], config: GPT2Config, *, dtype: Any = jnp.float32
-) -> dict[str, Any]:
-    """Flax params of :class:`GPT2Module` from HF GPT-2 weights ``{name: array}`` (names checked).
-
-    The LM head must be tied to wte (``lm_head.weight``, when present, equal to it)."""
+def check_tied_head(weights: Mapping[str, np.ndarray]) -> None:
+    """The LM head must be tied to wte (``lm_head.weight``, when present, equal to it)."""
     head = weights.get("lm_head.weight")
     wte = weights.get("transformer.wte.weight", weights.get("wte.weight"))
     if head is not None and wte is not None and (head.shape != wte.shape or not np.array_equal(head, wte)):
         raise UnsupportedModelError(
             "lm_head.weight differs from transformer.wte.weight: untied LM heads are not supported"
         )
-    module = GPT2Module(config)
-
-    def init(k: jax.Array) -> dict[str, Any]:
-        return module.init(k, jnp.zeros((1, 2), jnp.int32), method=GPT2Module.init_all)["params"]
-
-    return load_params(weights, GPT2_NAMES, init, key=None, init_missing_head=False, dtype=dtype, what="GPT-2 (lm)")
 
 
-def load_gpt2(
-    directory: str,
-    hf_config: Any,
-    task: Task = "lm",
-    *,
-    dtype: Any = jnp.float32,
-    max_length: int | None = None,
-    top_k: int | None = None,
-    tokenizer: Any = "auto",
-) -> GPT2:
-    """A :class:`GPT2` from an HF GPT-2 checkpoint directory (see :func:`manifold_jax.models.load`)."""
-    if task not in TASKS:
-        raise UnsupportedModelError(f"unknown task {task!r} for GPT-2; supported: {', '.join(TASKS)}")
-    if task == "lm-top5":
-        if top_k not in (None, STUDY_TOP_K):
-            raise ValueError(f"task 'lm-top5' fixes top_k at {STUDY_TOP_K}; pass task='lm' with top_k={top_k}")
-        top_k = STUDY_TOP_K
-    config = GPT2Config.from_hf(hf_config)
-    params = gpt2_params(read_checkpoint(directory), config, dtype=dtype)
+def gpt2_config(checkpoint: Checkpoint) -> GPT2Config:
+    """The :class:`GPT2Config` of a checkpoint; task "lm-top5" refuses another ``top_k``."""
+    top_k = checkpoint.option("top_k")
+    if checkpoint.task == "lm-top5" and top_k not in (None, STUDY_TOP_K):
+        raise ValueError(f"task 'lm-top5' fixes top_k at {STUDY_TOP_K}; pass task='lm' with top_k={top_k}")
+    return GPT2Config.from_hf(checkpoint.hf)
+
+
+def gpt2_port(params: dict[str, Any], config: GPT2Config, task: Task, checkpoint: Checkpoint) -> GPT2:
+    """The :class:`GPT2` of loaded params (top-5 frozen for "lm-top5"), with the tokenizer stored
+    beside the weights unless the ``tokenizer`` option gives one (or None)."""
+    tokenizer = checkpoint.options.get("tokenizer", "auto")
     if tokenizer == "auto":
-        from .text import load_tokenizer
+        tokenizer = load_tokenizer(checkpoint.directory)
+    top_k = STUDY_TOP_K if task == "lm-top5" else checkpoint.option("top_k")
+    return GPT2(params, config, tokenizer, checkpoint.option("max_length"), top_k)
 
-        tokenizer = load_tokenizer(directory)
-    return GPT2(params, config, tokenizer, max_length, top_k)
+
+GPT2_SPEC: PortSpec[GPT2Config, GPT2] = PortSpec(
+    name="GPT-2",
+    tasks=TASKS,
+    config=gpt2_config,
+    names=GPT2_NAMES,
+    module=lambda config, _task: GPT2Module(config),
+    init_inputs=lambda _config: (jnp.zeros((1, 2), jnp.int32),),
+    build=gpt2_port,
+    options=frozenset({"max_length", "top_k", "tokenizer"}),
+    check_weights=check_tied_head,
+)
+"""HF ``GPT2LMHeadModel`` checkpoints (every task has the same parameters: the LM head is tied)."""
+
+
+def gpt2_params(weights: dict[str, np.ndarray], config: GPT2Config, *, dtype: Any = jnp.float32) -> dict[str, Any]:
+    """Flax params of :class:`GPT2Module` from HF GPT-2 weights ``{name: array}`` (names checked;
+    the LM head must be tied to wte)."""
+    return GPT2_SPEC.params(weights, config, "lm", dtype=dtype)
+
+
+def load_gpt2(directory: str, hf_config: Any, task: Task = "lm", **options: Any) -> GPT2:
+    """A :class:`GPT2` from an HF GPT-2 checkpoint directory (options: ``max_length``, ``top_k``,
+    ``tokenizer``; see :func:`manifold_jax.models.load`)."""
+    return GPT2_SPEC.load(directory, hf_config, task, **options)

@@ -23,13 +23,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from .base import Task
 from .errors import UnsupportedModelError
-from .vit import ViT, ViTConfig, check_task, vit_init
-from .weights import NameTable, Rule, dense_rules, load_params, norm_rules, read_checkpoint
+from .port_spec import Checkpoint, PortSpec
+from .registry import HEAD_OPTIONS
+from .vit import ViT, vit_port
+from .vit_modules import TASKS, ViTConfig, ViTModule, vit_inputs
+from .weights import NameTable, Rule, dense_rules, norm_rules
 
 HF_VIT_MEAN = (0.5, 0.5, 0.5)
 HF_VIT_STD = (0.5, 0.5, 0.5)
@@ -147,66 +147,53 @@ def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
     return values
 
 
-def load_hf_vit(
-    directory: str,
-    hf_config: Any,
-    task: Task = "classification",
-    *,
-    dtype: Any = jnp.float32,
-    init_missing_head: bool = False,
-    num_labels: int | None = None,
-    key: jax.Array | None = None,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-) -> ViT:
-    """A :class:`ViT` from an HF ViT checkpoint directory (see :func:`manifold_jax.models.load`)."""
-    check_task(task)
-    mean, std = read_normalisation(directory) or (HF_VIT_MEAN, HF_VIT_STD)
-    config = config_from_hf(
-        hf_config,
-        mean if image_mean is None else image_mean,
-        std if image_std is None else image_std,
-        num_labels,
+def hf_vit_config(checkpoint: Checkpoint) -> ViTConfig:
+    """The :class:`ViTConfig` of an HF ViT checkpoint: its transformers config, the normalisation of
+    its ``preprocessor_config.json`` (else HF's 0.5 / 0.5) unless ``image_mean`` / ``image_std`` are
+    given, and ``num_labels``."""
+    mean, std = read_normalisation(checkpoint.directory) or (HF_VIT_MEAN, HF_VIT_STD)
+    return config_from_hf(
+        checkpoint.hf, checkpoint.option("image_mean", mean), checkpoint.option("image_std", std),
+        checkpoint.option("num_labels"),
     )
-    params = load_params(
-        read_checkpoint(directory),
-        HF_VIT_NAMES,
-        vit_init(config, task),
-        key=key,
-        init_missing_head=init_missing_head,
-        dtype=dtype,
-        what=f"HF ViT ({task})",
-    )
-    return ViT(params, config, task)
 
 
-def load_hf_deit(
-    directory: str,
-    hf_config: Any,
-    task: Task = "classification",
-    *,
-    dtype: Any = jnp.float32,
-    init_missing_head: bool = False,
-    num_labels: int | None = None,
-    key: jax.Array | None = None,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-) -> ViT:
-    """A :class:`ViT` with DeiT's distillation token from an HF DeiT checkpoint directory.
+def deit_config(checkpoint: Checkpoint) -> ViTConfig:
+    """HF ViT's config with DeiT's distillation token, and its distillation head when the weights
+    hold one (``DeiTForImageClassificationWithTeacher``)."""
+    teacher = any(name.endswith("distillation_classifier.weight") for name in checkpoint.weights)
+    return dataclasses.replace(hf_vit_config(checkpoint), distillation_token=True, distillation_head=teacher)
 
-    ``DeiTForImageClassificationWithTeacher`` (weights ``cls_classifier`` and
-    ``distillation_classifier``) predicts the mean of its two heads, as HF does at inference;
-    ``DeiTForImageClassification`` (``classifier``) reads the CLS token only."""
-    check_task(task)
-    mean, std = read_normalisation(directory) or (HF_VIT_MEAN, HF_VIT_STD)
-    base = config_from_hf(
-        hf_config, mean if image_mean is None else image_mean, std if image_std is None else image_std, num_labels
-    )
-    weights = read_checkpoint(directory)
-    teacher = any(name.endswith("distillation_classifier.weight") for name in weights)
-    config = dataclasses.replace(base, distillation_token=True, distillation_head=teacher)
-    params = load_params(
-        weights, DEIT_NAMES, vit_init(config, task), key=key, init_missing_head=init_missing_head, dtype=dtype,
-        what=f"DeiT ({task})",
-    )
-    return ViT(params, config, task)
+
+IMAGE_OPTIONS = frozenset(HEAD_OPTIONS | {"image_mean", "image_std"})
+"""The loader options of the HF image families."""
+
+HF_VIT: PortSpec[ViTConfig, ViT] = PortSpec(
+    name="HF ViT",
+    tasks=TASKS,
+    config=hf_vit_config,
+    names=HF_VIT_NAMES,
+    module=ViTModule,
+    init_inputs=vit_inputs,
+    build=vit_port,
+    options=IMAGE_OPTIONS,
+)
+"""HF ``ViTForImageClassification`` / ``ViTModel`` checkpoints on the shared :class:`ViT`."""
+
+DEIT: PortSpec[ViTConfig, ViT] = dataclasses.replace(HF_VIT, name="DeiT", config=deit_config, names=DEIT_NAMES)
+"""HF DeiT checkpoints: HF ViT's spec with the distillation token and head.
+``DeiTForImageClassificationWithTeacher`` (weights ``cls_classifier`` and
+``distillation_classifier``) predicts the mean of its two heads, as HF does at inference;
+``DeiTForImageClassification`` (``classifier``) reads the CLS token only."""
+
+
+def load_hf_vit(directory: str, hf_config: Any, task: Task = "classification", **options: Any) -> ViT:
+    """A :class:`ViT` from an HF ViT checkpoint directory (options: ``init_missing_head``,
+    ``num_labels``, ``key``, ``image_mean``, ``image_std``; see :func:`manifold_jax.models.load`)."""
+    return HF_VIT.load(directory, hf_config, task, **options)
+
+
+def load_hf_deit(directory: str, hf_config: Any, task: Task = "classification", **options: Any) -> ViT:
+    """A :class:`ViT` with DeiT's distillation token from an HF DeiT checkpoint directory (see
+    :data:`DEIT` and :func:`load_hf_vit`)."""
+    return DEIT.load(directory, hf_config, task, **options)

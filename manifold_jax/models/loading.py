@@ -25,29 +25,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .bert import Bert, load_bert
-from .distilbert import MODEL_TYPE as DISTILBERT
-from .distilbert import load_distilbert
+from .bert import BERT, Bert
+from .distilbert import DISTILBERT
+from .distilbert import MODEL_TYPE as DISTILBERT_TYPE
 from .embedded import EMBEDDED, embedded_path, is_embedded, unknown_name_message
 from .errors import UnsupportedModelError
-from .gpt2 import GPT2, load_gpt2
+from .gpt2 import GPT2, GPT2_SPEC
 from .gpt2 import MODEL_TYPE as GPT2_TYPE
-from .gpt2 import TASKS as GPT2_TASKS
-from .hf_vit import DEIT_MODEL_TYPE, load_hf_deit, load_hf_vit
-from .registry import FAMILIES, HEAD_OPTIONS, Family, family, register
-from .roberta import MODEL_TYPE as ROBERTA
-from .roberta import load_roberta
+from .hf_vit import DEIT, DEIT_MODEL_TYPE, HF_VIT
+from .port_spec import PortSpec
+from .registry import FAMILIES, OPTIONS, Family, family, register
+from .roberta import MODEL_TYPE as ROBERTA_TYPE
+from .roberta import ROBERTA
 from .sentence import MODEL_TYPE as MANIFOLD_SENTENCE
 from .sentence import SentenceClassifier, load_sentence_classifier
-from .vit import MODEL_TYPE as MANIFOLD_VIT
-from .vit import ViT, load_manifold_vit
+from .vit import MANIFOLD_VIT, ViT
+from .vit_modules import MODEL_TYPE as MANIFOLD_VIT_TYPE
 
 Model = Bert | ViT | SentenceClassifier | GPT2
-
-_TEXT_OPTIONS = frozenset(HEAD_OPTIONS | {"max_length"})
-_IMAGE_OPTIONS = frozenset(HEAD_OPTIONS | {"image_mean", "image_std"})
-_BERT_TASKS = ("classification", "mlm", "encoder")
-_VIT_TASKS = ("classification", "encoder")
 
 
 def _hf(directory: str) -> Any:
@@ -64,7 +59,7 @@ def _hf(directory: str) -> Any:
         raise
 
 
-def _sentence(directory: str, task: str, opts: dict[str, Any]) -> Model:
+def _sentence(directory: str, _task: str, opts: dict[str, Any]) -> Model:
     def load_encoder(path: str) -> Bert:
         model = load(path, task="encoder", dtype=opts["dtype"], max_length=opts.get("max_length"))
         if not isinstance(model, Bert):
@@ -76,22 +71,29 @@ def _sentence(directory: str, task: str, opts: dict[str, Any]) -> Model:
     )
 
 
-for _family in (
-    Family("bert", "BERT", "text", _BERT_TASKS, _TEXT_OPTIONS, lambda d, t, o: load_bert(d, _hf(d), t, **o)),
-    Family(ROBERTA, "RoBERTa", "text", _BERT_TASKS, _TEXT_OPTIONS, lambda d, t, o: load_roberta(d, _hf(d), t, **o)),
-    Family(DISTILBERT, "DistilBERT", "text", _BERT_TASKS, _TEXT_OPTIONS,
-           lambda d, t, o: load_distilbert(d, _hf(d), t, **o)),
-    Family(GPT2_TYPE, "GPT-2", "text", GPT2_TASKS, frozenset({"max_length", "top_k"}),
-           lambda d, t, o: load_gpt2(d, _hf(d), t, **o), study_task="lm-top5"),
-    Family("vit", "HF ViT", "image", _VIT_TASKS, _IMAGE_OPTIONS, lambda d, t, o: load_hf_vit(d, _hf(d), t, **o)),
-    Family(DEIT_MODEL_TYPE, "DeiT", "image", _VIT_TASKS, _IMAGE_OPTIONS,
-           lambda d, t, o: load_hf_deit(d, _hf(d), t, **o)),
-    Family(MANIFOLD_VIT, "manifold-jax ViT", "image", _VIT_TASKS, HEAD_OPTIONS,
-           lambda d, t, o: load_manifold_vit(d, t, **o), hf_config=False),
+def _family(model_type: str, spec: PortSpec[Any, Any], modality: str, name: str | None = None,
+            hf_config: bool = True, study_task: str | None = None) -> Family:
+    """The registry entry of a port spec: its tasks, the ``load`` options it takes, its loader."""
+
+    def loader(directory: str, task: Any, options: dict[str, Any]) -> Any:
+        return spec.load(directory, _hf(directory) if hf_config else None, task, **options)
+
+    return Family(model_type, name or spec.name, modality, spec.tasks, spec.options & frozenset(OPTIONS), loader,
+                  hf_config=hf_config, study_task=study_task)
+
+
+for _family_entry in (
+    _family("bert", BERT, "text"),
+    _family(ROBERTA_TYPE, ROBERTA, "text"),
+    _family(DISTILBERT_TYPE, DISTILBERT, "text"),
+    _family(GPT2_TYPE, GPT2_SPEC, "text", study_task="lm-top5"),
+    _family("vit", HF_VIT, "image"),
+    _family(DEIT_MODEL_TYPE, DEIT, "image"),
+    _family(MANIFOLD_VIT_TYPE, MANIFOLD_VIT, "image", name="manifold-jax ViT", hf_config=False),
     Family(MANIFOLD_SENTENCE, "sentence classifier", "text", ("classification",), frozenset({"max_length"}),
            _sentence, hf_config=False),
 ):
-    register(_family)
+    register(_family_entry)
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
 """Every model_type ``load`` dispatches on."""

@@ -9,14 +9,13 @@ which is the shape of BERT's pooler + classifier (mapped onto them), and its ``l
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from .base import Task
-from .bert import Bert, bert_from_checkpoint, check_task
+from .bert import BERT, Bert, tied_decoder
 from .bert_modules import BertConfig
+from .port_spec import PortSpec
 from .weights import NameTable, Rule, dense_rules, norm_rules
 
 MODEL_TYPE = "roberta"
@@ -62,24 +61,17 @@ def roberta_config(hf: Any, num_labels: int | None = None) -> BertConfig:
     )
 
 
-def load_roberta(
-    directory: str,
-    hf_config: Any,
-    task: Task = "classification",
-    *,
-    dtype: Any = jnp.float32,
-    init_missing_head: bool = False,
-    num_labels: int | None = None,
-    key: jax.Array | None = None,
-    max_length: int | None = None,
-    tokenizer: Any = "auto",
-) -> Bert:
-    """A :class:`~manifold_jax.models.Bert` from an HF RoBERTa checkpoint directory."""
-    check_task(task, "RoBERTa")
-    return bert_from_checkpoint(
-        directory, roberta_config(hf_config, num_labels), task, ROBERTA_NAMES,
-        tied=("lm_head.decoder.weight",
-              ("roberta.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")),
-        what=f"RoBERTa ({task})", dtype=dtype, init_missing_head=init_missing_head, key=key, max_length=max_length,
-        tokenizer=tokenizer,
-    )
+ROBERTA: PortSpec[BertConfig, Bert] = dataclasses.replace(
+    BERT,
+    name="RoBERTa",
+    config=lambda c: roberta_config(c.hf, c.option("num_labels")),
+    names=ROBERTA_NAMES,
+    check_weights=tied_decoder("lm_head.decoder.weight", "roberta."),
+)
+"""HF RoBERTa checkpoints on the BERT port: BERT's spec with its own config, names and tied decoder."""
+
+
+def load_roberta(directory: str, hf_config: Any, task: Task = "classification", **options: Any) -> Bert:
+    """A :class:`~manifold_jax.models.Bert` from an HF RoBERTa checkpoint directory (options: see
+    :func:`~manifold_jax.models.bert.load_bert`)."""
+    return ROBERTA.load(directory, hf_config, task, **options)
