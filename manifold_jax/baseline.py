@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from manifold_jax._callables import filter_jit
 from manifold_jax._checks import check_count
-from manifold_jax.explore import RECORD_FIELDS, Trajectory, prepare
+from manifold_jax.explore import NONFINITE, RECORD_FIELDS, Trajectory, prepare
 from manifold_jax.explore.problem import drop_batch_axis, replace_state
 from manifold_jax.selection import Select
 
@@ -54,7 +54,7 @@ def _baseline_step(
         "y": y,
         "step": delta * valid,
         "eigenvalue": (g_norm[:, 0] ** 2) * valid,
-        "status": jnp.where(finite, 0, 2).astype(jnp.int32),
+        "status": jnp.where(finite, 0, NONFINITE).astype(jnp.int32),
     }
     return x.at[index].set(moved), next_key, record
 

@@ -23,9 +23,10 @@ class At(NamedTuple):
     """What a guide sees at the point, for one item with m selected tokens of d dimensions.
 
     y (k,) outputs; jac (k, m, d) their Jacobian on the selected tokens (None without one);
-    current (m, d) the selected tokens, at positions token_index (m,); free (m, d) 1 where a coordinate may move, 0 where
-    the active set froze it; eigenvectors (nb, p, D) and visible (nb, p) the spectrum on the
-    free coordinates and its visible eigenpairs; block_valid (nb,) the blocks that exist.
+    current (m, d) the selected tokens, at positions token_index (m,); free (m, d) 1 where a
+    coordinate may move, 0 where the active set froze it; eigenvectors (nb, p, D) and visible
+    (nb, p) the spectrum on the free coordinates and its visible eigenpairs; block_valid (nb,)
+    the blocks that exist.
     """
 
     y: jax.Array
