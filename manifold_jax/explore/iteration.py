@@ -447,8 +447,8 @@ def step(
     state comes from :func:`~manifold_jax.explore.init_state` with ``f`` (so that it holds
     the anchor f(x0)); ``select`` is a concrete mask or index list, or a traced boolean mask;
     ``bounds`` a pair broadcastable to (n, d); ``target`` a class index or output vector
-    (SiMExp), ``goal`` an input (n, d) (SiMEC). Only shapes are checked here; the loop
-    (:func:`~manifold_jax.explore.explore`) checks values too.
+    (SiMExp), ``goal`` an input (n, d) (SiMEC). They are normalised by the loop's own
+    :func:`~manifold_jax.explore.prepare`; values are checked only where they are concrete.
     """
     args = args if isinstance(args, tuple) else (args,)
     check_step_inputs(f, state, config, args, bounds, target)
