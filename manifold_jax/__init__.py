@@ -32,7 +32,8 @@ from manifold_jax.explore import (
     simexp,
     step,
 )
-from manifold_jax.geometry import Spectrum, newton_correction, pullback_metric, spectrum
+from manifold_jax.explore.corrector import newton_correction
+from manifold_jax.geometry import Spectrum, pullback_metric, spectrum
 from manifold_jax.output_metrics import euclidean, fisher_rao, metric_tensor, softmax_euclidean
 
 __version__ = "0.1.0"

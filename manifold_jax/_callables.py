@@ -8,6 +8,7 @@ is not baked into the program), everything else is static and keys the compile c
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from manifold_jax._xla import jit
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,3 +80,38 @@ def merge_callable(dynamic: list[Any], static: StaticPart) -> Callable[..., Any]
     """Inverse of :func:`split_callable`, used inside traced code."""
     leaves = [d if s is None else s for d, s in zip(dynamic, static.leaves, strict=True)]
     return jax.tree_util.tree_unflatten(static.treedef, leaves)
+
+
+class _FilterJitted:
+    """``fun(f, *args, **kwargs)`` compiled with f split: its arrays traced, its code static."""
+
+    def __init__(self, fun: Callable[..., Any], static_argnames: tuple[str, ...]) -> None:
+        def merged(dynamic: list[Any], *args: Any, static: StaticPart, **kwargs: Any) -> Any:
+            return fun(merge_callable(dynamic, static), *args, **kwargs)
+
+        self._jitted = jit(merged, static_argnames=("static", *static_argnames))
+        functools.update_wrapper(self, fun)
+
+    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        dynamic, static = split_callable(f)
+        return self._jitted(dynamic, *args, static=static, **kwargs)
+
+    def lower(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The program for these arguments, ready to compile (``jax.jit(...).lower``)."""
+        dynamic, static = split_callable(f)
+        return self._jitted.lower(dynamic, *args, static=static, **kwargs)
+
+
+def filter_jit(
+    fun: Callable[..., Any] | None = None, *, static_argnames: tuple[str, ...] = ()
+) -> Any:
+    """``jit`` for functions whose first argument is a callable that may carry arrays (a model's head).
+
+    The callable's array leaves become traced arguments and its code a static one (so the
+    weights are not baked into the program and two heads of one model share it); the
+    keyword arguments named in ``static_argnames`` are static too. Usable as
+    ``@filter_jit`` or ``@filter_jit(static_argnames=(...))``.
+    """
+    if fun is None:
+        return lambda g: _FilterJitted(g, tuple(static_argnames))
+    return _FilterJitted(fun, tuple(static_argnames))

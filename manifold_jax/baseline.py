@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from manifold_jax._callables import StaticPart, merge_callable
+from manifold_jax._callables import filter_jit
 from manifold_jax._checks import check_count
-from manifold_jax._xla import jit
-from manifold_jax.explore import RECORD_FIELDS, Trajectory, prepare
+from manifold_jax.explore import NONFINITE, RECORD_FIELDS, Trajectory, prepare
 from manifold_jax.explore.problem import drop_batch_axis, replace_state
 from manifold_jax.selection import Select
 
@@ -55,17 +54,16 @@ def _baseline_step(
         "y": y,
         "step": delta * valid,
         "eigenvalue": (g_norm[:, 0] ** 2) * valid,
-        "status": jnp.where(finite, 0, 2).astype(jnp.int32),
+        "status": jnp.where(finite, 0, NONFINITE).astype(jnp.int32),
     }
     return x.at[index].set(moved), next_key, record
 
 
-@jit(static_argnames=("static", "steps", "save_every"))
+@filter_jit(static_argnames=("steps", "save_every"))
 def _run(
-    dynamic: list[Any], x: jax.Array, keys: jax.Array, stalls: jax.Array, target: jax.Array, delta: jax.Array,
-    inputs: tuple[Any, ...], sign: jax.Array, *, static: StaticPart, steps: int, save_every: int,
+    f: Callable[..., jax.Array], x: jax.Array, keys: jax.Array, stalls: jax.Array, target: jax.Array,
+    delta: jax.Array, inputs: tuple[Any, ...], sign: jax.Array, *, steps: int, save_every: int,
 ) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
-    f = merge_callable(dynamic, static)
     step = jax.vmap(partial(_baseline_step, f, sign))
 
     def one(c: tuple[jax.Array, ...], _: Any) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array]]:
@@ -124,8 +122,8 @@ def gradient_baseline(
     with tqdm(total=steps, disable=not progress, unit="it", desc=label, leave=False, postfix="compiling") as bar:
         for done in range(0, blocks, per_chunk):
             carry, saved = _run(
-                problem.dynamic, *carry, target, jnp.asarray(delta, x.dtype), inputs,
-                jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype), static=problem.static,
+                problem.f, *carry, target, jnp.asarray(delta, x.dtype), inputs,
+                jnp.asarray(1.0 if direction == "stay" else -1.0, x.dtype),
                 steps=per_chunk * save_every, save_every=save_every,
             )
             last = done + per_chunk == blocks

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.sparse.linalg import lobpcg_standard
 
-from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._callables import filter_jit
 from manifold_jax._checks import (
     check_count,
     check_finite,
@@ -31,7 +31,6 @@ from manifold_jax._checks import (
     check_optional_count,
     is_concrete,
 )
-from manifold_jax._xla import jit
 from manifold_jax.output_metrics import OutputMetric, metric_product, metric_rank, resolve_output_metric
 from manifold_jax.selection import Select, token_selection
 
@@ -302,7 +301,7 @@ def block_spectrum(
     return y, REDUCED_SPECTRA[method](factor_blocks(jac, metric(y), blocks))
 
 
-def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def prepare_point(x: Any, select: Select, blocks: str, method: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x as a JAX array and the selection as (index (m,), valid (m,)); works on traced x.
 
     A traced boolean mask (a selection computed inside the caller's ``jit`` or ``vmap``)
@@ -328,16 +327,15 @@ def _prepare(x: Any, select: Select, blocks: str, method: str | None) -> tuple[j
     return jnp.asarray(arr), jnp.asarray(sel.index[0]), jnp.asarray(sel.valid[0])
 
 
-@jit(static_argnames=("static", "metric", "blocks", "method", "mode", "rank", "iters"))
-def _spectrum_jit(
-    dynamic: list[Any],
+@filter_jit(static_argnames=("metric", "blocks", "method", "mode", "rank", "iters"))
+def _spectrum_at(
+    f: Callable[..., jax.Array],
     x: jax.Array,
     args: tuple[Any, ...],
     index: jax.Array,
     valid: jax.Array,
     key: jax.Array | None,
     *,
-    static: StaticPart,
     metric: OutputMetric,
     blocks: str,
     method: str,
@@ -345,7 +343,6 @@ def _spectrum_jit(
     rank: int | None,
     iters: int,
 ) -> Spectrum:
-    f = merge_callable(dynamic, static)
     y, spec = block_spectrum(
         f, x, args, index, valid, metric=metric, blocks=blocks, method=method,
         mode=mode, rank=rank, key=key, iters=iters,
@@ -376,15 +373,14 @@ def spectrum(
     A pure function: it works under the caller's ``jit``, ``vmap`` and ``grad``. Where f(x)
     is not finite, every eigenvalue is NaN (eagerly: a ValueError).
     """
-    xj, index, valid = _prepare(x, select, blocks, method)
+    xj, index, valid = prepare_point(x, select, blocks, method)
     metric = resolve_output_metric(output_metric)
     output_size(f, xj, args)
-    dynamic, static = split_callable(f)
     rank = check_optional_count("rank", rank)
     iters = check_count("iters", iters)
-    spec = _spectrum_jit(
-        dynamic, xj, args, index, valid, key,
-        static=static, metric=metric, blocks=blocks, method=method,
+    spec = _spectrum_at(
+        f, xj, args, index, valid, key,
+        metric=metric, blocks=blocks, method=method,
         mode=check_option("mode", mode, MODES), rank=rank, iters=iters,
     )
     if is_concrete((spec, xj)) and not bool(jnp.isfinite(spec.eigenvalues).all()):
@@ -405,68 +401,27 @@ def pullback_metric(
 
     For validation and small problems; the engine never forms it unless asked to.
     """
-    xj, index, valid = _prepare(x, select, blocks, None)
+    xj, index, valid = prepare_point(x, select, blocks, None)
     output_size(f, xj, args)
-    dynamic, static = split_callable(f)
-    return _pullback_jit(
-        dynamic, xj, args, index, valid,
-        static=static, metric=resolve_output_metric(output_metric), blocks=blocks,
+    return _pullback_at(
+        f, xj, args, index, valid,
+        metric=resolve_output_metric(output_metric), blocks=blocks,
         mode=check_option("mode", mode, MODES),
     )
 
 
-@jit(static_argnames=("static", "metric", "blocks", "mode"))
-def _pullback_jit(
-    dynamic: list[Any],
+@filter_jit(static_argnames=("metric", "blocks", "mode"))
+def _pullback_at(
+    f: Callable[..., jax.Array],
     x: jax.Array,
     args: tuple[Any, ...],
     index: jax.Array,
     valid: jax.Array,
     *,
-    static: StaticPart,
     metric: OutputMetric,
     blocks: str,
     mode: str,
 ) -> jax.Array:
-    y, jac = jacobian(merge_callable(dynamic, static), x, args, index, valid, mode)
+    y, jac = jacobian(f, x, args, index, valid, mode)
     a = factor_blocks(jac, metric(y), blocks)
     return jnp.einsum("...ri,...rj->...ij", a, a)
-
-
-@jit(static_argnames=("static", "on", "mode"))
-def _newton_jit(
-    dynamic: list[Any], x: jax.Array, anchor: jax.Array, args: tuple[Any, ...], index: jax.Array,
-    valid: jax.Array, *, static: StaticPart, on: str, mode: str,
-) -> jax.Array:
-    f = merge_callable(dynamic, static)
-    y, jac = jacobian(f, x, args, index, valid, mode)
-    k, m, d = jac.shape
-    residual = measured_outputs(y, on) - measured_outputs(anchor, on)
-    dx = min_norm_solve(measure_jacobian(y, jac, on).reshape(k, m * d), residual)
-    return x.at[index].add(-dx.reshape(m, d) * valid[:, None].astype(x.dtype))
-
-
-def newton_correction(
-    f: Callable[..., jax.Array],
-    x: Any,
-    anchor: Any,
-    *args: Any,
-    select: Select = None,
-    on: Literal["logits", "probabilities"] = "logits",
-    mode: Mode = "auto",
-) -> jax.Array:
-    """One minimum-norm Gauss-Newton step from x (n, d) toward the level set phi(f(x)) = phi(anchor).
-
-    x - (dphi J)^+ (phi(f(x)) - phi(anchor)), J on the selected tokens, phi the identity
-    ("logits") or softmax ("probabilities"). Repeated, it converges quadratically for an
-    underdetermined system (the residual roughly squares each time). A pure function.
-    """
-    xj, index, valid = _prepare(x, select, "joint", None)
-    k = output_size(f, xj, args)
-    anchor_j = jnp.asarray(anchor, xj.dtype)
-    if anchor_j.shape != (k,):
-        raise ValueError(f"anchor must have f's output shape ({k},), got {tuple(anchor_j.shape)}")
-    check_option("on", on, ("logits", "probabilities"))
-    dynamic, static = split_callable(f)
-    return _newton_jit(dynamic, xj, anchor_j, args, index, valid, static=static, on=on,
-                       mode=check_option("mode", mode, MODES))

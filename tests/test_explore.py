@@ -352,3 +352,38 @@ def test_slices_are_balanced_and_sized_by_the_jacobian() -> None:
     assert slice_size(5, 5, 1) is None and slice_size(None, 3, 10) is None  # one vmap
     # the MNIST ViT of the paper at batch 16: 10 classes x 197 tokens of cotangent rows per item
     assert slice_size(None, 16, 10 * 197) == AUTO_BATCH_ROWS // (10 * 197) == 2
+
+
+# --------------------------------------------------------------------------- option objects and their behaviour
+
+
+def test_step_rules_own_their_control_and_trajectories_join() -> None:
+    """Rule objects are accepted by name or object; Adaptive accepts and grows within tol, rejects and shrinks
+    above it; Trajectory.join keeps a shared point once (from the later piece) and concatenates disjoint ones."""
+    from manifold_jax.explore import Adaptive, ExploreConfig, Paper, Reference
+
+    assert ExploreConfig(algorithm="simec", step_rule=Paper()).step_rule == "paper"
+    assert ExploreConfig(algorithm="simec", step_rule=Reference()).rule == Reference()
+    rule = Adaptive(tol=1e-3, grow=2.0, shrink=0.25)
+    h = jnp.float32(1.0)
+    grown, accepted, unconverged = rule.adapt(h, jnp.float32(1e-4), jnp.float32(1e-3), jnp.int32(0), 1.0, True)
+    assert bool(accepted) and not bool(unconverged) and float(grown) == 2.0
+    shrunk, accepted, _ = rule.adapt(h, jnp.float32(1e-2), jnp.float32(1e-3), jnp.int32(0), 1.0, True)
+    assert not bool(accepted) and float(shrunk) == 0.25
+    at_min, _, unconverged = rule.adapt(jnp.float32(1e-3), jnp.float32(1e-2), jnp.float32(1e-3), jnp.int32(0), 1.0,
+                                        True)
+    assert bool(unconverged) and float(at_min) == pytest.approx(1e-3)
+
+    f, _ = linear_map(KEY, n=3, d=4, k=2)
+    x0 = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
+    whole = mj.simec(f, x0, key=KEY, steps=4)
+    first = mj.simec(f, x0, key=KEY, steps=2)
+    rest = mj.simec(f, first.final, steps=2)
+    joined = first.join(rest)
+    np.testing.assert_array_equal(joined.iteration, whole.iteration)
+    np.testing.assert_array_equal(joined.x, whole.x)
+    np.testing.assert_array_equal(joined.step, whole.step)
+    later = mj.simec(f, rest.final, steps=2)
+    disjoint = first.join(later)
+    np.testing.assert_array_equal(disjoint.iteration, [0, 1, 2, 4, 5, 6])
+    np.testing.assert_array_equal(disjoint.x[3:], later.x)

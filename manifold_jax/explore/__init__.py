@@ -8,26 +8,20 @@ authors' code runs it; the options of :mod:`~manifold_jax.explore.options` turn 
 numerical continuation (a corrector back onto the level set, coherent directions,
 arc-length and adaptive steps, the box as an active set, targets, goals, stop events).
 
-Modules: ``options`` (the frozen configuration), ``problem`` (one checked, batched
-problem and the explicit state), ``iteration`` (one pure step of one item), ``loop`` (the
-compiled, chunked, vmapped loop and the Trajectory it returns), ``counterfactuals`` (the
-closest input of a target class, with its KKT certificate).
+Modules: ``options`` (the frozen configuration) and the option objects with their
+behaviour, ``step_size`` (step rules), ``corrector`` (Newton), ``events`` (stop events),
+``directions`` (direction rules per block), ``guides`` (targets and goals); ``problem``
+(one checked, batched problem and the explicit state), ``iteration`` (one pure step of
+one item: predict, correct, control, finish), ``loop`` (the compiled, chunked, vmapped
+loop), ``trajectory`` (the Trajectory it returns), ``counterfactuals`` (the closest input
+of a target class, with its KKT certificate).
 """
 
+from manifold_jax.explore.corrector import newton_correction
 from manifold_jax.explore.counterfactuals import Counterfactual, counterfactual
 from manifold_jax.explore.devices import process_items
 from manifold_jax.explore.iteration import NONFINITE, REJECTED, STALLED, STOPPED, UNCONVERGED, step
-from manifold_jax.explore.loop import (
-    RECORD_FIELDS,
-    Trajectory,
-    check_exploration,
-    combine,
-    explore,
-    in_slices,
-    simec,
-    simexp,
-    slice_size,
-)
+from manifold_jax.explore.loop import check_exploration, explore, in_slices, simec, simexp, slice_size
 from manifold_jax.explore.options import (
     ALGORITHMS,
     AUTO_BATCH_ROWS,
@@ -43,10 +37,13 @@ from manifold_jax.explore.options import (
     Fixed,
     Flip,
     Newton,
+    Paper,
     ProbabilityLevel,
+    Reference,
     Relative,
 )
 from manifold_jax.explore.problem import ExplorationState, Problem, init_state, prepare, prepare_problem
+from manifold_jax.explore.trajectory import RECORD_FIELDS, Trajectory, combine
 
 __all__ = [
     "ALGORITHMS",
@@ -71,8 +68,10 @@ __all__ = [
     "Fixed",
     "Flip",
     "Newton",
+    "Paper",
     "ProbabilityLevel",
     "Problem",
+    "Reference",
     "Relative",
     "Trajectory",
     "check_exploration",
@@ -81,6 +80,7 @@ __all__ = [
     "explore",
     "in_slices",
     "init_state",
+    "newton_correction",
     "prepare",
     "prepare_problem",
     "process_items",

@@ -8,9 +8,10 @@ early once every item has stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -19,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from manifold_jax._callables import StaticPart, merge_callable
+from manifold_jax._callables import filter_jit, merge_callable
 from manifold_jax._checks import check_count
-from manifold_jax._xla import jit
 from manifold_jax.explore.devices import (
     Devices,
     local_items,
@@ -33,103 +33,9 @@ from manifold_jax.explore.devices import (
 )
 from manifold_jax.explore.iteration import NONFINITE, STALLED, Record, item_step
 from manifold_jax.explore.options import AUTO_BATCH_ROWS, ExploreConfig, ProbabilityLevel
-from manifold_jax.explore.problem import (
-    ExplorationState,
-    Problem,
-    drop_batch_axis,
-    prepare,
-    replace_state,
-)
+from manifold_jax.explore.problem import ExplorationState, ItemInputs, Problem, prepare, replace_state
+from manifold_jax.explore.trajectory import RECORD_FIELDS, Trajectory, combine, from_records, user_state
 from manifold_jax.selection import Select
-
-RECORD_FIELDS: tuple[str, ...] = (
-    "x", "y", "step", "eigenvalue", "status", "stalls", "h", "drift", "error", "corrections", "rejected",
-    "distance", "arc_length", "goal_distance",
-)
-"""The per-saved-point fields of a Trajectory, in order (``iteration`` and ``final`` aside)."""
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class Trajectory:
-    """Saved points of an exploration and what the engine saw at each (host numpy arrays).
-
-    For S saved points (iterations 0, s, 2s, ..., K) and nb metric blocks:
-    x (S, n, d); y (S, k) outputs f(x); step (S, nb) the step size (reference and paper
-    rules) or length of the move (arc-length rules) per block; eigenvalue (S, nb) the
-    quadratic form v^T g v of the chosen unit direction (the chosen eigenvalue for
-    eigenvector choices, ~0 for a null direction), both for the step that leaves the point
-    (at iteration K: the step a continuation would take); status (S,) bit flags (STALLED,
-    NONFINITE, UNCONVERGED, REJECTED, STOPPED) of that step; stalls (S,) steps that stood
-    still before the point; h (S,) the step controller's size (arc-length rules; for a
-    Fixed step retried shorter, the length it was taken at) or the length of the move
-    (reference rules); drift (S,) max |phi(y) - phi(f(x0))|, phi the
-    logits or probabilities the corrector keeps; error (S,) the step's error estimate
-    (NaN where none is computed); corrections (S,) chord corrections used; rejected (S,)
-    rejected steps before the point; distance (S,) |x - x0|; arc_length (S,) distance
-    walked before the point; goal_distance (S,) |x - goal| (NaN without a goal);
-    iteration (S,). Batched runs put the batch axis first on every field but
-    ``iteration``. ``final`` is the state to resume from: it also says where each item
-    stopped (``final.stop_iteration``) and its closest approach to a goal.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    step: np.ndarray
-    eigenvalue: np.ndarray
-    status: np.ndarray
-    stalls: np.ndarray
-    h: np.ndarray
-    drift: np.ndarray
-    error: np.ndarray
-    corrections: np.ndarray
-    rejected: np.ndarray
-    distance: np.ndarray
-    arc_length: np.ndarray
-    goal_distance: np.ndarray
-    iteration: np.ndarray
-    final: ExplorationState
-
-    @property
-    def stop_iteration(self) -> np.ndarray:
-        """Iteration at which each item's stop event fired, -1 where none did: () or (B,)."""
-        return np.asarray(self.final.stop_iteration)
-
-    def extend(self, continuation: Trajectory) -> Trajectory:
-        """This trajectory followed by a run resumed from its ``final`` state.
-
-        The continuation's first point is this trajectory's last one; its record is kept
-        (it is the one an uninterrupted run would have saved there).
-        """
-        first, last = int(continuation.iteration[0]), int(self.iteration[-1])
-        if first != last:
-            raise ValueError(f"the continuation starts at iteration {first}, but this trajectory ends at {last}")
-        axis = 1 if self.final.x.ndim == 3 else 0
-        parts = {}
-        for f in fields(self):
-            if f.name == "final":
-                continue
-            ax = 0 if f.name == "iteration" else axis
-            mine = np.take(getattr(self, f.name), np.arange(len(self.iteration) - 1), axis=ax)
-            parts[f.name] = np.concatenate([mine, getattr(continuation, f.name)], axis=ax)
-        return Trajectory(**parts, final=continuation.final)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Every field as a flat dict of arrays (the final state as ``final_*``), for .npz files."""
-        out = {name: np.asarray(getattr(self, name)) for name in (*RECORD_FIELDS, "iteration")}
-        out.update({f"final_{k}": np.asarray(v) for k, v in dataclasses.asdict(self.final).items()})
-        return out
-
-    @classmethod
-    def from_arrays(cls, arrays: Any) -> Trajectory:
-        """Inverse of :meth:`to_arrays`; refuses arrays that miss a field."""
-        names = (*RECORD_FIELDS, "iteration", *(f"final_{f.name}" for f in fields(ExplorationState)))
-        missing = [name for name in names if name not in arrays]
-        if missing:
-            raise ValueError(f"not a trajectory: missing {', '.join(missing)}")
-        final = ExplorationState(**{f.name: jnp.asarray(arrays[f"final_{f.name}"]) for f in fields(ExplorationState)})
-        return cls(**{name: np.asarray(arrays[name]) for name in (*RECORD_FIELDS, "iteration")}, final=final)
-
 
 # --------------------------------------------------------------------------- compiled chunks
 
@@ -173,22 +79,20 @@ def in_slices(step: Callable[..., Any], size: int | None) -> Callable[..., Any]:
     return sliced
 
 
-@jit(static_argnames=("static", "cfg", "guide"))
+@filter_jit(static_argnames=("cfg",))
 def _advance(
-    dynamic: list[Any],
+    f: Callable[..., jax.Array],
     state: ExplorationState,
-    inputs: tuple[Any, ...],
+    inputs: ItemInputs,
     simexp: jax.Array,
     active: jax.Array,
     want_end: jax.Array,
     *,
-    static: StaticPart,
     cfg: ExploreConfig,
-    guide: str,
 ) -> tuple[ExplorationState, Record]:
     """Run ``active`` (<= cfg.blocks_per_chunk) blocks of ``save_every`` steps on a batched state.
 
-    inputs = Problem.item_inputs(), batch axis first. Returns the new state and
+    inputs = Problem.item_inputs(), batch axis first (the guide's kind, its type, is static). Returns the new state and
     blocks_per_chunk + 1 records: the point at the start of each active block and, at
     position ``active`` when ``want_end``, the final point with the step a continuation
     would take (computed, not taken); the records past those are filler. A block that
@@ -199,13 +103,12 @@ def _advance(
     the step: on XLA's CPU backend a step inside a conditional ran 1.5x to 1.8x slower
     (MiniLM, 16 tokens: 34 ms against 19 ms).
     """
-    f = merge_callable(dynamic, static)
-    batched_step = in_slices(jax.vmap(partial(item_step, f, cfg, guide, simexp)), cfg.batch_size)
+    batched_step = in_slices(jax.vmap(partial(item_step, f, cfg, simexp)), cfg.batch_size)
 
     def one(st: ExplorationState) -> tuple[ExplorationState, Record]:
         # every leaf gets the batch axis (the shared iteration too) so that slices cut them alike
         spread = replace_state(st, iteration=jnp.broadcast_to(st.iteration, st.stalls.shape))
-        new, rec = batched_step(spread, *inputs)
+        new, rec = batched_step(spread, inputs)
         return replace_state(new, iteration=st.iteration + 1), rec
 
     blank_rec = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda s: one(s)[1], state))
@@ -330,125 +233,123 @@ def explore(
     """
     cfg, problem, state = check_exploration(f, start, algorithm=algorithm, steps=steps, key=key, args=args,
                                             select=select, bounds=bounds, target=target, goal=goal, **options)
-    steps = int(steps)
-    n = state.x.shape[1]
-    mesh_devices = resolve_devices(devices)
-    inputs = problem.item_inputs()
-    batch = problem.batch
-    if mesh_devices is None:
-        cfg = dataclasses.replace(cfg, batch_size=slice_size(cfg.batch_size, batch, problem.k * n))
-    else:  # one vmapped slice per device: the mesh does the slicing
-        size = padded_size(batch, mesh_devices)
-        cfg = dataclasses.replace(cfg, batch_size=None)
-        state = place(pad_batch(state, size), mesh_devices, batched=True)
-        state = replace_state(state, iteration=place(state.iteration, mesh_devices, batched=False))
-        inputs = place(pad_batch(inputs, size), mesh_devices, batched=True)
-    dynamic = place(problem.dynamic, mesh_devices, batched=False)
-    run = partial(
-        _advance, dynamic, inputs=inputs, simexp=jnp.bool_(cfg.algorithm == "simexp"),
-        static=problem.static, cfg=cfg.compiled, guide=problem.guide,
-    )
-    batched = problem.batched
-
-    local = not gather and batched and mesh_devices is not None and jax.process_count() > 1
-
-    def host(chunk_state: ExplorationState, records: Record) -> tuple[ExplorationState, dict[str, np.ndarray]]:
-        """Host copies, the padding dropped (records are (S, B, ...), the state (B, ...)): every item,
-        or with ``local`` this process's items."""
-        if local:
-            assert mesh_devices is not None
-            recs = local_items(records, mesh_devices, batch, axis=1)
-            st = local_items(chunk_state, mesh_devices, batch, axis=0)
-        else:
-            recs = {k: v[:, :batch] for k, v in to_host(records).items()}
-            st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(chunk_state))
-        return jax.tree.map(jnp.asarray, st), recs
-
-    def stops(chunk_state: ExplorationState) -> tuple[np.ndarray, np.ndarray]:
-        """Which items stopped, and where, gathered: every process takes the same decisions."""
-        stopped, where = to_host((chunk_state.stopped, chunk_state.stop_iteration))
-        return np.asarray(stopped)[:batch], np.asarray(where)[:batch]
-
+    run = _Run.start(cfg, problem, state, resolve_devices(devices), gather)
     # the bar is up while the program compiles (seconds to a minute), saying so
-    bar = tqdm(total=steps, disable=not progress, unit="it", desc=label or cfg.algorithm, leave=False,
+    bar = tqdm(total=int(steps), disable=not progress, unit="it", desc=label or cfg.algorithm, leave=False,
                postfix="compiling")
-    try:
-        _, first = run(state, active=jnp.int32(0), want_end=jnp.bool_(True))
-        _check_start(cfg, {k: v[0, :batch] for k, v in to_host({"y": first["y"], "status": first["status"]}).items()},
-                     batched)
-    except BaseException:
-        bar.close()
-        raise
+    with _closing_on_error(bar):
+        _, first = run.advance(jnp.int32(0), True)
+        start_record = to_host({"y": first["y"], "status": first["status"]})
+        _check_start(cfg, {k: v[0, :run.batch] for k, v in start_record.items()}, problem.batched)
     bar.set_postfix_str("", refresh=False)
     if on_compiled is not None:
         on_compiled()
+    with contextlib.closing(bar):
+        return run.chunks(int(steps), bar, on_chunk)
 
-    total_blocks = steps // cfg.save_every
-    done = 0
-    pieces: list[dict[str, np.ndarray]] = []
+
+@contextlib.contextmanager
+def _closing_on_error(bar: Any) -> Iterator[None]:
+    """Close the progress bar when the body raises (and only then)."""
     try:
+        yield
+    except BaseException:
+        bar.close()
+        raise
+
+
+@dataclass
+class _Run:
+    """One exploration on its way: the compiled chunk with its inputs bound, the state, where results go.
+
+    ``local``: over several processes with ``gather=False``, results keep this process's items only.
+    """
+
+    cfg: ExploreConfig
+    problem: Problem
+    state: ExplorationState
+    inputs: ItemInputs
+    f: Callable[..., jax.Array]
+    mesh_devices: list[Any] | None
+    local: bool
+
+    @classmethod
+    def start(cls, cfg: ExploreConfig, problem: Problem, state: ExplorationState, mesh_devices: list[Any] | None,
+              gather: bool) -> _Run:
+        """The run on one device (the batch in slices of ``batch_size``) or on a mesh (a slice per device)."""
+        inputs = problem.item_inputs()
+        batch = problem.batch
+        if mesh_devices is None:
+            cfg = dataclasses.replace(cfg, batch_size=slice_size(cfg.batch_size, batch, problem.k * state.x.shape[1]))
+        else:  # one vmapped slice per device: the mesh does the slicing
+            size = padded_size(batch, mesh_devices)
+            cfg = dataclasses.replace(cfg, batch_size=None)
+            state = place(pad_batch(state, size), mesh_devices, batched=True)
+            state = replace_state(state, iteration=place(state.iteration, mesh_devices, batched=False))
+            inputs = place(pad_batch(inputs, size), mesh_devices, batched=True)
+        f = merge_callable(place(problem.dynamic, mesh_devices, batched=False), problem.static)
+        local = not gather and problem.batched and mesh_devices is not None and jax.process_count() > 1
+        return cls(cfg, problem, state, inputs, f, mesh_devices, local)
+
+    @property
+    def batch(self) -> int:
+        return self.problem.batch
+
+    def advance(self, active: jax.Array, want_end: bool) -> tuple[ExplorationState, Record]:
+        """One compiled chunk of ``active`` blocks from the current state (see :func:`_advance`)."""
+        return _advance(self.f, self.state, self.inputs, jnp.bool_(self.cfg.algorithm == "simexp"), active,
+                        jnp.bool_(want_end), cfg=self.cfg.compiled)
+
+    def host(self, records: Record) -> tuple[ExplorationState, dict[str, np.ndarray]]:
+        """Host copies of the state (B, ...) and records (S, B, ...), the padding dropped: every item,
+        or with ``local`` this process's items."""
+        batch = self.batch
+        if self.local:
+            assert self.mesh_devices is not None
+            recs = local_items(records, self.mesh_devices, batch, axis=1)
+            st = local_items(self.state, self.mesh_devices, batch, axis=0)
+        else:
+            recs = {k: v[:, :batch] for k, v in to_host(records).items()}
+            st = jax.tree.map(lambda a: a[:batch] if a.ndim else a, to_host(self.state))
+        return jax.tree.map(jnp.asarray, st), recs
+
+    def stops(self) -> tuple[np.ndarray, np.ndarray]:
+        """Which items stopped, and where, gathered: every process takes the same decisions."""
+        stopped, where = to_host((self.state.stopped, self.state.stop_iteration))
+        return np.asarray(stopped)[: self.batch], np.asarray(where)[: self.batch]
+
+    def chunks(self, steps: int, bar: Any, on_chunk: Callable[[ExplorationState, Trajectory], None] | None
+               ) -> Trajectory:
+        """Every chunk until ``steps`` are taken or every item stopped; the trajectory of the saved points."""
+        save_every, batched = self.cfg.save_every, self.problem.batched
+        total_blocks = steps // save_every
+        done = 0
+        pieces: list[dict[str, np.ndarray]] = []
         while done < total_blocks:
-            active = min(cfg.blocks_per_chunk, total_blocks - done)
+            active = min(self.cfg.blocks_per_chunk, total_blocks - done)
             last = done + active == total_blocks
-            start_iteration = int(to_host(state.iteration))
-            state, saved_device = run(state, active=jnp.int32(active), want_end=jnp.bool_(last))
-            user_state, saved = host(state, saved_device)
-            ran = (int(user_state.iteration) - start_iteration) // cfg.save_every
-            stopped, stopped_at = stops(state)
+            start_iteration = int(to_host(self.state.iteration))
+            self.state, saved_device = self.advance(jnp.int32(active), last)
+            now, saved = self.host(saved_device)
+            kept = (int(now.iteration) - start_iteration) // save_every + int(last)
+            stopped, stopped_at = self.stops()
             finished = bool(np.all(stopped))
-            kept = ran + 1 if last else ran
             if finished:
                 # every item is frozen since its stop: end at the first saved point at or after
                 # the last stop (the frozen state is the same there, its iteration aside)
-                last_stop = int(np.max(stopped_at))
-                end = max(start_iteration, -(-last_stop // cfg.save_every) * cfg.save_every)
-                kept = (end - start_iteration) // cfg.save_every + 1
-                user_state = replace_state(user_state, iteration=jnp.asarray(end, jnp.int32))
+                end = max(start_iteration, -(-int(np.max(stopped_at)) // save_every) * save_every)
+                kept = (end - start_iteration) // save_every + 1
+                now = replace_state(now, iteration=jnp.asarray(end, jnp.int32))
             chunk = {k: v[:kept] for k, v in saved.items()}
-            chunk["iteration"] = start_iteration + cfg.save_every * np.arange(kept)
+            chunk["iteration"] = start_iteration + save_every * np.arange(kept)
             done += active
             pieces.append(chunk)
-            bar.update(active * cfg.save_every)
+            bar.update(active * save_every)
             if on_chunk is not None:
-                on_chunk(_user_state(user_state, batched), _trajectory([chunk], user_state, batched))
+                on_chunk(user_state(now, batched), from_records([chunk], now, batched))
             if finished:
                 break
-    finally:
-        bar.close()
-    return _trajectory(pieces, user_state, batched)
-
-
-def combine(parts: Sequence[Trajectory]) -> Trajectory:
-    """The trajectory of a whole batch from the parts that ``explore(..., gather=False)`` left in each
-    process (items ``process_items(B, devices)`` each), given in process order.
-
-    Each process saves its part (``to_arrays``, ``np.savez``) and any one of them, or a later
-    job, loads them (``Trajectory.from_arrays``) and joins them here.
-    """
-    if not parts:
-        raise ValueError("combine: give at least one part")
-    if any(not np.array_equal(p.iteration, parts[0].iteration) for p in parts):
-        raise ValueError("combine: the parts saved different iterations (not parts of one exploration)")
-    if any(np.asarray(p.final.x).ndim != 3 for p in parts):
-        raise ValueError("combine: the parts must be batched trajectories (x0 of shape (B, n, d))")
-    fields_ = {name: np.concatenate([getattr(p, name) for p in parts]) for name in RECORD_FIELDS}
-    final = jax.tree.map(lambda *a: a[0] if np.ndim(a[0]) == 0 else jnp.concatenate(a),
-                         *(p.final for p in parts))
-    return Trajectory(**fields_, iteration=parts[0].iteration, final=final)
-
-
-def _user_state(state: ExplorationState, batched: bool) -> ExplorationState:
-    return state if batched else drop_batch_axis(state)
-
-
-def _trajectory(pieces: list[dict[str, np.ndarray]], state: ExplorationState, batched: bool) -> Trajectory:
-    """Stack chunk records (S, B, ...) into a Trajectory, batch axis first (or removed)."""
-    cat = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-    fields_ = {}
-    for name in RECORD_FIELDS:
-        arr = np.moveaxis(cat[name], 1, 0)
-        fields_[name] = arr if batched else arr[0]
-    return Trajectory(**fields_, iteration=cat["iteration"], final=_user_state(state, batched))
+        return from_records(pieces, now, batched)
 
 
 def _check_start(cfg: ExploreConfig, record: dict[str, jax.Array], batched: bool) -> None:
@@ -488,4 +389,4 @@ def simexp(f: Callable[..., jax.Array], start: Any, **kwargs: Any) -> Trajectory
 __all__ = [
     "RECORD_FIELDS", "Trajectory", "check_exploration", "combine", "explore", "in_slices", "simec", "simexp",
     "slice_size",
-]
+]  # Trajectory, RECORD_FIELDS and combine live in manifold_jax.explore.trajectory

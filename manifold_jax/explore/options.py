@@ -8,8 +8,8 @@ An exploration integrates x' = h v(x) from x0, and its options split as an ODE s
   a random visible eigenvector for SiMExp) or :class:`Coherent` (the previous tangent
   transported onto the new subspace); a ``target`` (SiMExp) or ``goal`` (SiMEC) given to
   :func:`~manifold_jax.explore.explore` guides it instead;
-* the **step rule** h: ``"reference"`` and ``"paper"`` (per-block step sizes from the
-  spectrum), :class:`Fixed` (eta is the arc length of every move) or :class:`Adaptive`
+* the **step rule** h: ``"reference"`` and ``"paper"`` (:class:`Reference`, :class:`Paper`:
+  per-block step sizes from the spectrum), :class:`Fixed` (eta is the arc length of every move) or :class:`Adaptive`
   (accept or reject each step on its error, grow or shrink h);
 * the **corrector** (SiMEC only): :class:`Newton`, minimum-norm Gauss-Newton back onto x0's
   level set;
@@ -17,7 +17,11 @@ An exploration integrates x' = h v(x) from x0, and its options split as an ODE s
   that a move would push outward are frozen, and the correction stays in the box);
 * the **stop events**: :class:`Flip`, :class:`ProbabilityLevel`, :class:`Distance`.
 
-Every option object validates itself when built, so a bad value fails where it is written.
+Every option object validates itself when built, so a bad value fails where it is written,
+and owns its behaviour: the step rules (:mod:`~manifold_jax.explore.step_size`) their
+initial size, block sizes and step control, :class:`Newton`
+(:mod:`~manifold_jax.explore.corrector`) the correction, each event
+(:mod:`~manifold_jax.explore.events`) its condition. They are all importable from here.
 """
 
 from __future__ import annotations
@@ -30,17 +34,26 @@ import jax
 import jax.numpy as jnp
 
 from manifold_jax._checks import check_count, check_option, check_optional_count, check_real
+from manifold_jax.explore.corrector import CORRECTORS, Newton
+from manifold_jax.explore.events import STOP_EVENTS, Distance, Event, Flip, ProbabilityLevel, resolve_stop
+from manifold_jax.explore.step_size import (
+    MEASURES,
+    STEP_RULES,
+    Adaptive,
+    Fixed,
+    Paper,
+    Reference,
+    StepRule,
+    check_tolerance,
+    rule_object,
+)
 from manifold_jax.geometry import BLOCKS, MATFREE_ITERS, METHODS, MODES, numerical_floor
 from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
 
 ALGORITHMS: tuple[str, ...] = ("simec", "simexp")
-STEP_RULES: tuple[str, ...] = ("reference", "paper", "fixed", "adaptive")
 DIRECTIONS: tuple[str, ...] = ("random", "coherent")
 NULL_DIRECTIONS: tuple[str, ...] = ("project", "eigenvector")
 BOX_POLICIES: tuple[str, ...] = ("clip", "active")
-STOP_EVENTS: tuple[str, ...] = ("flip",)
-CORRECTORS: tuple[str, ...] = ("newton",)
-MEASURES: tuple[str, ...] = ("auto", "logits", "probabilities")
 
 AUTO_BATCH_ROWS = 4096
 """Cotangent rows (items x outputs x tokens) one vmapped Jacobian handles when batch_size is None."""
@@ -137,167 +150,8 @@ def resolve_direction(direction: Any) -> Direction:
     return Coherent() if direction == "coherent" else "random"
 
 
-# --------------------------------------------------------------------------- step rules
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """Every move has arc length eta: the norm of the step over all explored coordinates.
-
-    With a corrector, a step it cannot bring back to the tolerance is retried at eta / 2,
-    ..., eta / 16, then given up in place (see :class:`Newton`).
-    """
-
-
-@dataclass(frozen=True)
-class Adaptive:
-    """Accept a step when its error is at most ``tol``, else reject it and retry with h * shrink.
-
-    The error of a SiMEC step is max |phi(y) - phi(y0)| after the corrector (how far the
-    accepted point's outputs lie from f(x0)); of a SiMExp step, the error of the linear
-    model, max |phi(y(x + dx)) - phi(y(x)) - dphi J dx|. An accepted step that needed at
-    most one corrector iteration grows h by ``grow`` (up to ``max_step``); a rejection at
-    ``min_step`` is flagged UNCONVERGED and the point stays. Bounds default to eta / 1000
-    and 1000 eta. ``on``: what phi measures, as :class:`Newton`'s (a corrector's own
-    ``on`` wins): "probabilities" suits a walk toward a class, whose logits may move far.
-    """
-
-    tol: float = 1e-6
-    grow: float = 1.5
-    shrink: float = 0.5
-    min_step: float | None = None
-    max_step: float | None = None
-    on: Literal["auto", "logits", "probabilities"] = "auto"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tol", _positive_tol("Adaptive(tol)", self.tol))
-        grow = check_real("Adaptive(grow)", self.grow, low=1.0)
-        shrink = check_real("Adaptive(shrink)", self.shrink, low=0.0, high=1.0, open_low=True)
-        if shrink == 1.0:
-            raise ValueError("Adaptive(shrink=1.0): a rejected step must shrink, shrink must lie in (0, 1)")
-        object.__setattr__(self, "grow", grow)
-        object.__setattr__(self, "shrink", shrink)
-        for name in ("min_step", "max_step"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, check_real(f"Adaptive({name})", value, positive=True))
-        check_option("Adaptive(on)", self.on, MEASURES)
-        if self.min_step is not None and self.max_step is not None and self.min_step > self.max_step:
-            raise ValueError(
-                f"Adaptive(min_step={self.min_step}, max_step={self.max_step}): no admissible step size, "
-                "min_step exceeds max_step"
-            )
-
-    def limits(self, eta: float) -> tuple[float, float]:
-        """(smallest, largest) step size for an initial step eta; refuses eta outside them."""
-        lo = self.min_step if self.min_step is not None else eta * 1e-3
-        hi = self.max_step if self.max_step is not None else eta * 1e3
-        if lo > hi or not lo <= eta <= hi:
-            raise ValueError(
-                f"adaptive step: eta={eta} lies outside [min_step, max_step] = [{lo}, {hi}]: no admissible "
-                "initial step size"
-            )
-        return lo, hi
-
-
-StepRule = Literal["reference", "paper"] | Fixed | Adaptive
-
-
-def _positive_tol(name: str, tol: Any) -> float:
-    try:
-        return check_real(name, tol, positive=True)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={tol!r}: the tolerance must be a positive finite number within float32's range "
-                         "(at most 3.4e38)") from None
-
-
-# --------------------------------------------------------------------------- corrector
-
-
-@dataclass(frozen=True)
-class Newton:
-    """Minimum-norm Gauss-Newton back onto x0's level set: x <- x - (dphi J)^+ (phi(y(x)) - phi(y0)).
-
-    The iteration's own Jacobian gives one correction for free, fused with the predictor
-    (it lies in the row space, the predictor in the null space). ``max_iters`` extra chord
-    corrections with the same Jacobian follow the predictor, one forward pass each, until
-    max |phi(y) - phi(y0)| <= ``tol``. In an active box every correction is the smallest
-    change inside the box (coordinates at a bound move inward only when they must). A step
-    left above ``tol`` is rejected by :class:`Adaptive`; a :class:`Fixed` step is retried at
-    half the length up to 4 times, then given up (the point stays, flagged UNCONVERGED,
-    the coherent tangent dropped); other rules keep it, flagged UNCONVERGED.
-    ``on`` is what is kept: "logits" (phi = identity), "probabilities" (phi = softmax),
-    or "auto": probabilities for the softmax and Fisher-Rao output metrics, which cannot
-    see a shift of all logits, logits otherwise.
-    """
-
-    tol: float = 1e-6
-    max_iters: int = 3
-    on: Literal["auto", "logits", "probabilities"] = "auto"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tol", _positive_tol("Newton(tol)", self.tol))
-        object.__setattr__(self, "max_iters", check_count("Newton(max_iters)", self.max_iters, minimum=0))
-        check_option("Newton(on)", self.on, MEASURES)
-
-
-# --------------------------------------------------------------------------- stop events
-
-
-@dataclass(frozen=True)
-class Flip:
-    """Stop when the arg-max class differs from x0's (or, with a target, becomes the target)."""
-
-
-@dataclass(frozen=True)
-class ProbabilityLevel:
-    """Stop when the probability of class ``cls`` (default: x0's class) crosses ``level``.
-
-    ``below=True`` stops when it falls to ``level`` or under, ``False`` when it rises to it.
-    """
-
-    level: float
-    cls: int | None = None
-    below: bool = True
-
-    def __post_init__(self) -> None:
-        level = check_real("ProbabilityLevel(level)", self.level, low=0.0, high=1.0)
-        object.__setattr__(self, "level", level)
-        object.__setattr__(self, "cls", check_optional_count("ProbabilityLevel(cls)", self.cls, minimum=0))
-        if not isinstance(self.below, bool):
-            raise ValueError(f"ProbabilityLevel(below={self.below!r}) must be True or False")
-
-
-@dataclass(frozen=True)
-class Distance:
-    """Stop when the point lies at least ``max_distance`` from x0 (Euclidean, all coordinates)."""
-
-    max_distance: float
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "max_distance", check_real("Distance(max_distance)", self.max_distance, positive=True))
-
-
-Event = Flip | ProbabilityLevel | Distance
-
-
-def resolve_stop(stop: Any) -> tuple[Event, ...]:
-    """Stop events from None, "flip", an event, or a sequence of them (any one stops the item)."""
-    if stop is None:
-        return ()
-    items = stop if isinstance(stop, (tuple, list)) else (stop,)
-    out: list[Event] = []
-    for item in items:
-        if isinstance(item, (Flip, ProbabilityLevel, Distance)):
-            out.append(item)
-        elif item == "flip":
-            out.append(Flip())
-        else:
-            raise ValueError(
-                f"stop={item!r} is not supported; expected 'flip', Flip(), ProbabilityLevel(level), "
-                "Distance(max_distance) or a sequence of them"
-            )
-    return tuple(out)
+# --------------------------------------------------------------------------- step rules, corrector, events
+# (their classes live with their behaviour: step_size, corrector, events)
 
 
 # --------------------------------------------------------------------------- the configuration
@@ -317,6 +171,8 @@ def _check_given(option: Adaptive | Newton, tol: float | None, on: str) -> None:
 
 
 def _resolve_step_rule(step_rule: Any, tol: float | None, on: str) -> StepRule:
+    if isinstance(step_rule, (Reference, Paper)):
+        return step_rule.name  # type: ignore[return-value]
     if isinstance(step_rule, Adaptive):
         _check_given(step_rule, tol, on)
         return step_rule
@@ -408,7 +264,7 @@ class ExploreConfig:
         set_("threshold", resolve_threshold(self.threshold))
         resolve_output_metric(self.output_metric)
         set_("eta", check_real("eta", self.eta, positive=True))
-        tol = None if self.tol is None else _positive_tol("tol", self.tol)
+        tol = None if self.tol is None else check_tolerance("tol", self.tol)
         set_("tol", tol)
         check_option("on", self.on, MEASURES)
         set_("step_rule", _resolve_step_rule(self.step_rule, tol, self.on))
@@ -456,7 +312,12 @@ class ExploreConfig:
     @property
     def arc_length_steps(self) -> bool:
         """True for step rules whose eta is a length (Fixed, Adaptive), not a multiplier."""
-        return isinstance(self.step_rule, (Fixed, Adaptive))
+        return self.rule.arc_length
+
+    @property
+    def rule(self) -> Reference | Paper | Fixed | Adaptive:
+        """The step rule as an object (:class:`Reference` and :class:`Paper` are stored by name)."""
+        return rule_object(self.step_rule)
 
     @property
     def measure(self) -> str:
@@ -492,19 +353,26 @@ __all__ = [
     "ALGORITHMS",
     "AUTO_BATCH_ROWS",
     "BOX_POLICIES",
+    "CORRECTORS",
     "DIRECTIONS",
+    "MEASURES",
     "NULL_DIRECTIONS",
     "STEP_RULES",
+    "STOP_EVENTS",
     "Absolute",
     "Adaptive",
     "Coherent",
     "Distance",
+    "Event",
     "ExploreConfig",
     "Fixed",
     "Flip",
     "Newton",
+    "Paper",
     "ProbabilityLevel",
+    "Reference",
     "Relative",
+    "StepRule",
     "resolve_stop",
     "resolve_threshold",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 
 from manifold_jax._callables import StaticPart, merge_callable, split_callable
 from manifold_jax._checks import check_finite, check_float_array, is_concrete, warn_user
+from manifold_jax.explore.guides import Goal, Guide, NoGuide, Target
 from manifold_jax.geometry import output_size
 from manifold_jax.selection import Select, TokenSelection, token_selection
 
@@ -156,6 +157,9 @@ def box(bounds: Any, x: jax.Array, sel: TokenSelection, batched: bool) -> tuple[
         lo, hi = bounds
     except (TypeError, ValueError):
         raise ValueError("bounds must be a pair (lo, hi) of arrays broadcastable to x0") from None
+    if not is_concrete((lo, hi)):  # traced inside the caller's jit or vmap: shapes only
+        shape = x.shape if batched else x.shape[1:]
+        return tuple(jnp.broadcast_to(jnp.asarray(b, x.dtype), shape).reshape(x.shape) for b in (lo, hi))  # type: ignore[return-value]
     out = []
     shape = x.shape if batched else x.shape[1:]
     for name, value in (("lo", lo), ("hi", hi)):
@@ -180,6 +184,8 @@ def box(bounds: Any, x: jax.Array, sel: TokenSelection, batched: bool) -> tuple[
             f"bounds: lo == hi at every coordinate of selected token {i}"
             f"{f' (batch item {b})' if batched else ''}, which cannot move; leave it out of select"
         )
+    if not is_concrete(x):
+        return jnp.asarray(lo_np, x.dtype), jnp.asarray(hi_np, x.dtype)
     xs = np.asarray(x)
     outside = selected & ((xs < lo_np - 1e-6 * (1 + np.abs(lo_np))) | (xs > hi_np + 1e-6 * (1 + np.abs(hi_np))))
     if outside.any():
@@ -188,6 +194,23 @@ def box(bounds: Any, x: jax.Array, sel: TokenSelection, batched: bool) -> tuple[
             "the first step clips them into the box"
         )
     return jnp.asarray(lo_np, x.dtype), jnp.asarray(hi_np, x.dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ItemInputs:
+    """What the step of one item takes beside its state (a batch puts B first on every leaf).
+
+    args: f's extra arguments; index (m,) / valid (m,): the selected tokens; lo, hi (n, d):
+    the box; guide: :class:`~manifold_jax.explore.guides.NoGuide`, a ``Target`` or a ``Goal``.
+    """
+
+    args: tuple[Any, ...]
+    index: jax.Array
+    valid: jax.Array
+    lo: jax.Array
+    hi: jax.Array
+    guide: Guide
 
 
 @dataclass(frozen=True)
@@ -230,13 +253,17 @@ class Problem:
             return "target"
         return "goal" if self.goal is not None else "none"
 
-    def item_inputs(self) -> tuple[Any, ...]:
-        """The per-item arrays the compiled step maps over, batch axis first."""
-        batch, n, d = self.lo.shape
-        target = self.target if self.target is not None else jnp.full((batch,), -1, jnp.int32)
-        target_output = self.target_output if self.target_output is not None else jnp.zeros((batch, 0), self.lo.dtype)
-        goal = self.goal if self.goal is not None else jnp.zeros((batch, 0, d), self.lo.dtype)
-        return (self.args, self.index, self.valid, self.lo, self.hi, target, target_output, goal)
+    def item_inputs(self) -> ItemInputs:
+        """The per-item inputs the compiled step maps over, batch axis first."""
+        batch = self.lo.shape[0]
+        guide: Guide = NoGuide()
+        if self.target is not None or self.target_output is not None:
+            cls = self.target if self.target is not None else jnp.full((batch,), -1, jnp.int32)
+            output = self.target_output if self.target_output is not None else jnp.zeros((batch, 0), self.lo.dtype)
+            guide = Target(cls=cls, output=output)
+        elif self.goal is not None:
+            guide = Goal(point=self.goal)
+        return ItemInputs(args=self.args, index=self.index, valid=self.valid, lo=self.lo, hi=self.hi, guide=guide)
 
 
 def _targets(
@@ -245,6 +272,11 @@ def _targets(
     """Class indices (B,) or output vectors (B, k) from a user target; refuses the current class."""
     if target is None:
         return None, None
+    if not is_concrete(target):  # traced inside the caller's jit or vmap: shapes only
+        t = jnp.asarray(target)
+        if jnp.issubdtype(t.dtype, jnp.integer):
+            return jnp.broadcast_to(t.astype(jnp.int32), (batch,)), None
+        return None, jnp.broadcast_to(t.astype(dtype), (batch, k))
     arr = np.asarray(target)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"target must be a class index, per-item class indices or output vectors, got {target!r}")
@@ -255,8 +287,7 @@ def _targets(
         if (classes < 0).any() or (classes >= k).any():
             bad = int(classes[(classes < 0) | (classes >= k)][0])
             raise ValueError(f"target class {bad} is out of range: f has {k} outputs (0..{k - 1})")
-        current = np.asarray(jnp.argmax(anchor, axis=-1))
-        same = classes == current
+        same = classes == np.asarray(jnp.argmax(anchor, axis=-1)) if is_concrete(anchor) else np.zeros(batch, bool)
         if same.any():
             b = int(np.argmax(same))
             raise ValueError(
@@ -291,12 +322,21 @@ def prepare_problem(
     xb = jnp.asarray(arr) if batched else jnp.asarray(arr)[None]
     batch, n, _ = xb.shape
     args_b = batch_args(args, batch, batched)
-    sel = token_selection(select, n, batch if batched else None)
+    if select is None or is_concrete(select):
+        sel = token_selection(select, n, batch if batched else None)
+        index, valid = jnp.asarray(sel.index), jnp.asarray(sel.valid)
+    else:  # a mask traced inside the caller's jit or vmap: a block per position, the unselected ones null
+        mask = jnp.asarray(select)
+        if mask.dtype != jnp.bool_ or mask.shape not in ((n,), (batch, n)):
+            raise ValueError(f"select as a traced mask must be boolean of shape ({n},), got {mask.dtype} "
+                             f"{tuple(mask.shape)}; indices must be known outside jit/vmap")
+        sel = token_selection(None, n, batch if batched else None)
+        index, valid = jnp.asarray(sel.index), jnp.broadcast_to(mask, (batch, n))
     lo, hi = box(bounds, xb, sel, batched)
     k = output_size(f, xb[0], jax.tree.map(lambda a: a[0], args_b))
     dynamic, static = split_callable(f)
     return Problem(
-        dynamic=dynamic, static=static, args=args_b, index=jnp.asarray(sel.index), valid=jnp.asarray(sel.valid),
+        dynamic=dynamic, static=static, args=args_b, index=index, valid=valid,
         lo=lo, hi=hi, k=k, batched=batched, selection=sel,
     )
 
@@ -388,5 +428,5 @@ def drop_batch_axis(state: ExplorationState) -> ExplorationState:
                          iteration=state.iteration)
 
 
-__all__ = ["ExplorationState", "Problem", "add_batch_axis", "batch_args", "box", "drop_batch_axis", "init_state",
-           "prepare", "prepare_problem", "replace_state"]
+__all__ = ["ExplorationState", "ItemInputs", "Problem", "add_batch_axis", "batch_args", "box", "drop_batch_axis",
+           "init_state", "prepare", "prepare_problem", "replace_state"]

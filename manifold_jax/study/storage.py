@@ -83,9 +83,7 @@ def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
 
 def join(first: Trajectory, rest: Trajectory) -> Trajectory:
     """Records of consecutive pieces; a record at the iteration where ``rest`` starts is taken from ``rest``."""
-    keep = len(first.iteration) - int(first.iteration[-1] == rest.iteration[0])
-    parts = {f: np.concatenate([getattr(first, f)[:, :keep], getattr(rest, f)], axis=1) for f in TRAJECTORY_FIELDS}
-    return Trajectory(**parts, iteration=np.concatenate([first.iteration[:keep], rest.iteration]), final=rest.final)
+    return first.join(rest)
 
 
 def trajectory_problem(traj: Trajectory, x0_shape: tuple[int, ...], iterations: np.ndarray) -> str | None:
