@@ -356,7 +356,9 @@ def _check_start(cfg: ExploreConfig, record: dict[str, jax.Array], batched: bool
     """Refuse to start where f(x0) is not finite or SiMEC has no null direction at x0."""
     y = np.asarray(record["y"])
     status = np.asarray(record["status"])
-    where = (lambda b: f" (batch item {b})") if batched else (lambda b: "")
+    def where(b: int) -> str:
+        return f" (batch item {b})" if batched else ""
+
     for b in range(y.shape[0]):
         if not np.isfinite(y[b]).all():
             raise ValueError(f"f(x0) is not finite{where(b)}: {y[b]}")

@@ -35,11 +35,11 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     try:
         with safe_open(path, framework="numpy") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safetensors file handle, not a dict)
                 out[name] = f.get_tensor(name)
     except (TypeError, ValueError):  # e.g. bfloat16, which plain numpy cannot hold
         with safe_open(path, framework="flax") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safetensors file handle, not a dict)
                 out[name] = np.asarray(f.get_tensor(name).astype("float32"))
     return out
 
