@@ -224,3 +224,24 @@ def test_mnist_vit_pixel_space_reaches_the_runner_up_with_a_certificate() -> Non
     # the slide only moves closer: the answer is no farther than the located crossing it started from
     start = np.argmax(np.asarray(out.path_phase) == 2, axis=1)
     assert np.all(np.asarray(out.distance) <= np.asarray(out.path_distance)[np.arange(2), start] * (1 + 1e-6))
+
+
+@pytest.mark.slow
+def test_a_reach_stalled_where_three_other_classes_tie_needs_three_rows() -> None:
+    """Held-out digit 8 of the seed-0 split (a 5) toward class 1 in pixel space: the reach walks
+    to a point where three other classes (5, 6, 8) share the best logit. Lifting two of them at
+    a time (rows=2) leaves the third above the target: the margin stalls below 0 and the pair is
+    reported not reached. Three rows (the default) lift all three and reach the target."""
+    from manifold_jax.data import mnist_split
+    from manifold_jax.models import load
+
+    model = load("mnist-vit").pixel_space()
+    x0, ctx = model.embed(mnist_split(seed=0).test_images[8:9, ..., None])
+    options = dict(args=(ctx,), select=ctx["token_mask"], bounds=model.bounds())
+    two = mj.counterfactual(model.head, x0, np.array([1]), rows=2, **options)
+    y = np.asarray(model.head(two.x[0], jax.tree.map(lambda a: a[0], ctx)))
+    top = np.sort(y)[-3:]
+    assert not bool(two.reached[0]) and float(two.margin[0]) < 0
+    assert np.argmax(y) != 1 and float(top[-1] - top[0]) < 1e-3 * abs(float(top[-1]))  # three tie at the top
+    three = mj.counterfactual(model.head, x0, np.array([1]), **options)
+    assert bool(three.reached[0]) and abs(float(three.margin[0]) - DELTA) <= DELTA / 2

@@ -444,7 +444,7 @@ def counterfactual(
     max_steps: int = 200,
     max_locate: int = 20,
     min_step: float = 1e-9,
-    rows: int = 2,
+    rows: int = 3,
     max_step: float = float("inf"),
 ) -> Counterfactual:
     """The closest input to x0 (n, d) / (B, n, d) that f assigns to ``target``, with its certificate.
@@ -458,8 +458,9 @@ def counterfactual(
     slide stays; ``tol``: the KKT residual at which the slide stops; ``max_steps``: the
     iteration budget of all phases together; ``min_step``: the relative step below which a
     phase gives up; ``rows``: with ``margin="other"``, how many of the best other classes the
-    slide keeps behind the target at once (2 handles the edge where two classes tie; a point
-    where more tie needs more); ``max_step``: the first reach step's largest length (the trust
+    reach and the slide keep behind the target at once (3: a point where up to three other
+    classes tie, as at a kink of the best-other margin, is handled; one where more tie needs
+    more, at 2^rows small solves per step); ``max_step``: the first reach step's largest length (the trust
     radius; inf: DeepFool's whole linear step. A small one follows the margin's ascent, which may
     cross the boundary closer to x0, or stall at a local maximum of the margin). ``key`` is
     accepted for symmetry with ``simec`` / ``simexp``:
