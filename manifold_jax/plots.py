@@ -28,13 +28,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
 
+from manifold_jax.analysis import softmax  # noqa: E402
+
 _MARKERS = "o^sDv<>pP*Xh"
 _COLOURS = plt.get_cmap("tab10")(np.arange(10))
-
-
-def _softmax(y: np.ndarray) -> np.ndarray:
-    e = np.exp(y - y.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def snapshot_indices(saved: int, count: int = 4) -> list[int]:
@@ -78,7 +75,7 @@ def exploration_figure(
     row = 0
     if original_image is not None and decoded_images:
         for algorithm in algorithms:
-            probs = _softmax(logits[algorithm])
+            probs = softmax(logits[algorithm])
             ax = fig.add_subplot(grid[row, 0])
             _show_image(ax, original_image, f"original\n{labels[int(np.argmax(probs[0]))]} ({probs[0].max():.2f})")
             ax = fig.add_subplot(grid[row + 1, 0])
@@ -112,11 +109,11 @@ def exploration_figure(
     row += 1
     # when the prediction never wavers a linear axis shows flat lines: what moves is the
     # ranking of the unlikely classes, which a log axis shows
-    confident = min(float(_softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
+    confident = min(float(softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
     for n_alg, algorithm in enumerate(algorithms):
         width = grid.ncols // len(algorithms)
         ax = fig.add_subplot(grid[row, n_alg * width : (n_alg + 1) * width])
-        probs = _softmax(logits[algorithm])
+        probs = softmax(logits[algorithm])
         for c in range(probs.shape[1]):
             ax.plot(iterations, probs[:, c], color=_COLOURS[c % 10], lw=1.2, label=labels[c])
         if confident:
@@ -149,7 +146,7 @@ def counterfactual_figure(
 ) -> None:
     """One input's counterfactual, saved as PNG: the original (H, W, C) and the image at the
     path's end, their signed difference, and the two predicted distributions (logits (k,))."""
-    p0, p1 = _softmax(np.asarray(original_logits, np.float64)), _softmax(np.asarray(counterfactual_logits, np.float64))
+    p0, p1 = softmax(original_logits), softmax(counterfactual_logits)
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.15, 1.6]})
     c0, c1 = int(np.argmax(p0)), int(np.argmax(p1))
     _show_image(axes[0], original_image, f"original\n{labels[c0]} ({p0[c0]:.2f})")
