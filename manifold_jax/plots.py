@@ -8,6 +8,7 @@
   map over the image patches or over the sentence's tokens.
 * :func:`sentence_figure`: sentences one per row, changed words highlighted, each beside
   its class probabilities (the verified real sentences of a text report).
+* :func:`distribution_figure`: histograms of per-input values (a large study's report).
 * :func:`counterfactual_figure`: an image beside its counterfactual (the end of a targeted
   SiMExp path), their signed difference, and both predicted distributions.
 """
@@ -15,9 +16,10 @@
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO
 
 import matplotlib
 
@@ -27,6 +29,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from manifold_jax.analysis import softmax  # noqa: E402
 
@@ -301,4 +304,30 @@ def sentence_figure(
     with warnings.catch_warnings():  # a decoded word piece in a script the font lacks is drawn as a box
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def distribution_figure(
+    path: str | os.PathLike[str] | BinaryIO,
+    *,
+    title: str,
+    panels: Mapping[str, Sequence[float | None]],
+) -> None:
+    """Histograms of per-input values, one panel each (label -> values; None, a missing value, is left out and
+    counted in the panel's title), saved as PNG (to a path or a binary file)."""
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.6 * max(len(panels), 1), 3.0), squeeze=False)
+    for ax, (label, values) in zip(axes[0], panels.items(), strict=False):
+        finite = np.array([v for v in values if v is not None and np.isfinite(v)], np.float64)
+        missing = len(values) - finite.size
+        if finite.size:
+            ax.hist(finite, bins=min(30, max(5, int(np.sqrt(finite.size)) + 1)), color=_COLOURS[0], alpha=0.8)
+        ax.set_title(textwrap.fill(label, 40) + (f"\n({missing} input(s) without a value)" if missing else ""),
+                     fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("value", fontsize=8)
+        ax.set_ylabel("inputs", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)

@@ -7,15 +7,31 @@ from typing import Any
 
 import numpy as np
 
-from manifold_jax.plots import counterfactual_figure, exploration_figure, importance_figure, sentence_figure
+from manifold_jax.plots import (
+    counterfactual_figure,
+    distribution_figure,
+    exploration_figure,
+    importance_figure,
+    sentence_figure,
+)
 from manifold_jax.report.metrics import counterfactual_certificate
 from manifold_jax.report.text import certificate_text, describe_input
 from manifold_jax.study import COUNTERFACTUAL, Study
 from manifold_jax.study.storage import StudyFiles
 
+SUMMARY_FIGURE = "figures/summary_distributions.png"
+"""A summarised study's histograms (:mod:`manifold_jax.report.summary`)."""
 
-def draw_figures(study: Study, model: Any, files: StudyFiles, projections: dict[str, list[dict[str, Any]]]) -> None:
-    """Every input's figures into ``figures/``, each written atomically and recorded in the manifest."""
+
+def summary_panels(summary: dict[str, Any]) -> dict[str, list[float | None]]:
+    """The summary's measures as the distribution figure's panels: label -> per-input values."""
+    return {m["label"]: m["values"] for m in summary["measures"].values()}
+
+
+def draw_figures(study: Study, model: Any, files: StudyFiles, projections: dict[str, list[dict[str, Any]]],
+                 summary: dict[str, Any] | None = None) -> None:
+    """The figures of every input, or of a summarised study its histograms and the figures of the inputs it
+    shows, into ``figures/``, each written atomically and recorded in the manifest."""
     files.path("figures").mkdir(parents=True, exist_ok=True)
     ctx = study.context
     outputs = next(iter(study.trajectories.values())).y.shape[-1]
@@ -26,8 +42,11 @@ def draw_figures(study: Study, model: Any, files: StudyFiles, projections: dict[
     counterfactual = study.trajectories.get(COUNTERFACTUAL)
     decoded = study.interpretations.get(COUNTERFACTUAL)
     certificate = counterfactual_certificate(study)
-    for b, source in enumerate(study.spec.inputs):
-        name = describe_input(str(source), b)
+    if summary is not None:
+        files.write_with(SUMMARY_FIGURE, functools.partial(
+            distribution_figure, title=f"{summary['inputs']} inputs: distributions", panels=summary_panels(summary)))
+    for b in range(len(study.spec.inputs)) if summary is None else summary["shown"]:
+        name = describe_input(str(study.spec.inputs[b]), b)
         if walks:
             files.write_with(f"figures/input{b:02d}_exploration.png", functools.partial(
                 exploration_figure,

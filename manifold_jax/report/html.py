@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import io
 import json
 import os
 import re
@@ -30,7 +31,8 @@ import numpy as np
 
 from manifold_jax import atomic
 from manifold_jax.analysis import softmax
-from manifold_jax.plots import project_trajectories
+from manifold_jax.plots import distribution_figure, project_trajectories
+from manifold_jax.report.figures import summary_panels
 from manifold_jax.report.images import data_uri, image_frames, image_levels, png_bytes
 from manifold_jax.report.labels import (
     RECORD_LABELS,
@@ -41,6 +43,7 @@ from manifold_jax.report.labels import (
     run_title,
     status_names,
 )
+from manifold_jax.report.summary import summary_rows
 from manifold_jax.study import Study, load_model
 
 MAX_FRAMES = 101
@@ -124,9 +127,10 @@ def verified_sentences(record: dict[str, Any], labels: list[str]) -> list[dict[s
 
 
 def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.ndarray], model: Any,
-                      progress: bool = False) -> tuple[dict[str, Any], str | None]:
-    """Decoded inputs and their logits (B, F, ...) at the shown frames of every run: the study's interpretation
-    where it has one, else decoded now with the model (Algorithm 3). Also a note when the model is unavailable."""
+                      shown: np.ndarray, progress: bool = False) -> tuple[dict[str, Any], str | None]:
+    """Decoded inputs and their logits (len(shown), F, ...) of the inputs ``shown`` at the shown frames of every
+    run: the study's interpretation where it has one, else decoded now with the model (Algorithm 3). Also a note
+    when the model is unavailable."""
     decoded: dict[str, Any] = {}
     missing = [name for name in runs if name not in study.interpretations]
     note = None
@@ -139,11 +143,12 @@ def _decoded_for_runs(study: Study, runs: dict[str, Any], frames: dict[str, np.n
         f = frames[name]
         if name in study.interpretations:
             interp = study.interpretations[name]
-            decoded[name] = (interp.inputs[:, f], interp.logits[:, f])
+            decoded[name] = (interp.inputs[shown][:, f], interp.logits[shown][:, f])
         elif model is not None:
             from manifold_jax.interpret import interpret
 
-            interp = interpret(model, runs[name].x[:, f], {k: jnp.asarray(v) for k, v in study.context.items()},
+            context = {k: jnp.asarray(np.asarray(v)[shown]) for k, v in study.context.items()}
+            interp = interpret(model, runs[name].x[shown][:, f], context,
                                progress=progress, label=f"{run_title(name)}: decoding")
             decoded[name] = (interp.inputs, interp.logits)
     return decoded, note
@@ -185,10 +190,10 @@ def _input_entry(study: Study, b: int, vocabulary: _Vocabulary | None) -> tuple[
 
 
 def _run_entry(study: Study, name: str, traj: Any, b: int, f: np.ndarray, *, xy: np.ndarray, labels: list[str],
-               decoded: dict[str, Any], projections: dict[str, list[dict[str, Any]]] | None,
+               decoded: dict[str, Any], row: int, projections: dict[str, list[dict[str, Any]]] | None,
                metrics: dict[str, Any], positions: list[int], vocabulary: _Vocabulary | None) -> dict[str, Any]:
     """Run ``name`` of input b at its shown frames ``f``: probabilities, projected path, records, metrics,
-    verified sentences and the decoded inputs."""
+    verified sentences and the decoded inputs (row ``row`` of ``decoded``)."""
     run: dict[str, Any] = {
         "probabilities": rounded(softmax(traj.y[b, f])),
         "xy": rounded(xy, 5),
@@ -198,23 +203,26 @@ def _run_entry(study: Study, name: str, traj: Any, b: int, f: np.ndarray, *, xy:
     if projections and name in projections:
         run["verified"] = verified_sentences(projections[name][b], labels)
     if name in decoded:
-        images_or_ids, logits = decoded[name]
-        run["decoded_probabilities"] = rounded(softmax(logits[b]))
+        images_or_ids, logits = decoded[name][0][row], decoded[name][1][row]
+        run["decoded_probabilities"] = rounded(softmax(logits))
         if vocabulary is None:  # an image study
-            run.update(image_frames(images_or_ids[b], study.inputs["raw"][b]))
+            run.update(image_frames(images_or_ids, study.inputs["raw"][b]))
         else:
-            run["decoded"] = [vocabulary(ids[positions]) for ids in np.asarray(images_or_ids[b])]
+            run["decoded"] = [vocabulary(ids[positions]) for ids in np.asarray(images_or_ids)]
     return run
 
 
 def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_frames: int = MAX_FRAMES, *,
-              projections: dict[str, list[dict[str, Any]]] | None = None, progress: bool = False) -> dict[str, Any]:
+              projections: dict[str, list[dict[str, Any]]] | None = None, progress: bool = False,
+              summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON the page renders: study settings, and per input and run the shown frames (see the module doc).
 
     ``model`` is needed for text studies (its tokenizer names the tokens) and for runs without a saved
     interpretation (they are decoded here, with a progress bar when ``progress``); it is loaded from the
     study's spec when missing. ``projections``: a text study's verified sentences per run and input
-    (:func:`manifold_jax.report.study_projections`), shown beside the decoding.
+    (:func:`manifold_jax.report.study_projections`), shown beside the decoding. ``summary``: a large study's
+    (:func:`manifold_jax.report.summary.study_summary`): the page shows its distributions and table, and only
+    its inputs at the extremes.
     """
     spec = study.spec
     runs = _runs(study)
@@ -224,18 +232,20 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
     if modality == "text" and model is None:
         model = load_model(spec)
     frames = {name: frame_indices(len(traj.iteration), max_frames) for name, traj in runs.items()}
-    decoded, note = _decoded_for_runs(study, runs, frames, model, progress)
+    shown = np.arange(len(spec.inputs)) if summary is None else np.asarray(summary["shown"], dtype=int)
+    decoded, note = _decoded_for_runs(study, runs, frames, model, shown, progress)
     k = next(iter(runs.values())).y.shape[-1]
     labels = list(spec.labels) if len(spec.labels) == k else [str(c) for c in range(k)]
     vocabulary = _Vocabulary(model.tokenizer) if modality == "text" else None
     inputs = []
-    for b in range(len(spec.inputs)):
+    for row, b in enumerate(int(i) for i in shown):
         entry, positions = _input_entry(study, b, vocabulary)
+        entry["index"] = b
         projected = project_trajectories({name: traj.x[b, frames[name]] for name, traj in runs.items()},
                                          study.inputs["select"][b])
         for name, traj in runs.items():
             entry["runs"][name] = _run_entry(study, name, traj, b, frames[name], xy=projected[name], labels=labels,
-                                             decoded=decoded, projections=projections, metrics=metrics,
+                                             decoded=decoded, row=row, projections=projections, metrics=metrics,
                                              positions=positions, vocabulary=vocabulary)
         inputs.append(entry)
     return {
@@ -254,6 +264,33 @@ def page_data(study: Study, metrics: dict[str, Any], model: Any = None, max_fram
         "vocabulary": {str(i): t for i, t in (vocabulary.names.items() if vocabulary is not None else [])},
         "note": note,
         "inputs": inputs,
+        "summary": None if summary is None else _page_summary(metrics, summary, list(runs), labels),
+    }
+
+
+def _page_summary(metrics: dict[str, Any], summary: dict[str, Any], runs: list[str],
+                  labels: list[str]) -> dict[str, Any]:
+    """A large study's summary as the page shows it: the histograms (a PNG data URI), each measure's range,
+    the inputs at the extremes and a table of every input."""
+    buffer = io.BytesIO()
+    distribution_figure(buffer, title=f"{summary['inputs']} inputs: distributions", panels=summary_panels(summary))
+    measures = summary["measures"]
+
+    def name(b: int) -> str:
+        return f"{b}: {metrics['inputs'][b]['input']}"
+
+    def classes(pair: list[int] | None) -> str:
+        return "" if pair is None else f"{labels[pair[0]]} → {labels[pair[1]]}"
+
+    return {
+        "inputs": summary["inputs"],
+        "histogram": data_uri(buffer.getvalue()),
+        "extremes": [{"label": r["label"], **{end: [[name(b), measures[r["measure"]]["values"][b]] for b in r[end]]
+                                              for end in ("largest", "smallest")}}
+                     for r in summary["extremes"]],
+        "columns": ["input", *(f"{run_title(r)}: class" for r in runs), *(m["label"] for m in measures.values())],
+        "rows": [[name(row["index"]), *(classes(row.get(r)) for r in runs), *(row[m] for m in measures)]
+                 for row in summary_rows(metrics, summary, runs)],
     }
 
 
@@ -274,9 +311,9 @@ def render_page(data: dict[str, Any]) -> str:
 
 def write_report_html(study: Study, metrics: dict[str, Any], path: str | os.PathLike[str], *, model: Any = None,
                       max_frames: int = MAX_FRAMES, projections: dict[str, list[dict[str, Any]]] | None = None,
-                      progress: bool = False) -> Path:
+                      progress: bool = False, summary: dict[str, Any] | None = None) -> Path:
     """Build the page for ``study`` (metrics from :func:`manifold_jax.report.study_metrics`, a text study's
     verified sentences from :func:`manifold_jax.report.study_projections`) and write it atomically to ``path``."""
-    data = page_data(study, metrics, model, max_frames, projections=projections, progress=progress)
+    data = page_data(study, metrics, model, max_frames, projections=projections, progress=progress, summary=summary)
     atomic.write_text(path, render_page(data))
     return Path(path)

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from manifold_jax.report.figures import SUMMARY_FIGURE
+from manifold_jax.report.summary import summary_rows
 from manifold_jax.report.text import certificate_text, class_label, describe_input, fmt, markdown_text, percent
 from manifold_jax.study import Study
 
@@ -39,9 +41,45 @@ def _probs(probs: list[float], labels: tuple[str, ...]) -> str:
     return ", ".join(f"{labels[c] if labels else c} {probs[c]:.2f}" for c in order)
 
 
-def report_markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list[dict[str, Any]]]) -> str:
+def report_markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list[dict[str, Any]]],
+                    summary: dict[str, Any] | None = None, *, figures: bool = True) -> str:
     """report.md: the settings, the means over inputs, and per input each run's outcome, its path and,
-    for text models, the decoded and verified sentences at the report's saved points."""
+    for text models, the decoded and verified sentences at the report's saved points. With a ``summary``
+    (:func:`manifold_jax.report.summary.study_summary`): its distributions, its inputs at the extremes
+    (these alone with their own section) and a table of every input instead."""
+    spec = study.spec
+    labels = tuple(markdown_text(label) for label in spec.labels)
+    lines = _header(study, metrics)
+    if summary is None:
+        lines += ["", "## Per input", ""]
+        for b in range(len(metrics["inputs"])):
+            lines += _input_section(study, metrics, projections, b, labels)
+    else:
+        lines += _summary_section(study, metrics, summary, labels, figures)
+        lines += ["", "## The inputs at the extremes", ""]
+        for b in summary["shown"]:
+            lines += _input_section(study, metrics, projections, b, labels)
+        lines += _summary_table(study, metrics, summary, labels)
+    timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
+    batch = len(spec.inputs)
+    lines += ["## Timing", "", *(f"- {a}: {fmt(s)} s per iteration (batch of {batch})" for a, s in timing.items()), ""]
+    if projections:
+        lines += [
+            "Sentences: *decoded* is the nearest-token decoding of the explored embedding (Algorithm 3) with the "
+            "model's own prediction on it; *verified* is a real sentence found near it by a metric-guided beam "
+            "search over word substitutions (`manifold_jax.text_projection`), re-tokenised and re-predicted: the "
+            "probabilities shown are that prediction. Words that differ from the original are in **bold**. "
+            "Figures: `figures/` (`*_sentences.png` highlights the changed words).",
+            "",
+        ]
+    else:
+        lines += ["Figures: `figures/` (the exploration figures show each decoded image and its signed difference "
+                  "from the original).", ""]
+    return "\n".join(lines)
+
+
+def _header(study: Study, metrics: dict[str, Any]) -> list[str]:
+    """The title, the settings, the means over inputs and what was left unfinished."""
     spec = study.spec
     lines = [
         f"# Study: {markdown_text(spec.model)}",
@@ -70,41 +108,71 @@ def report_markdown(study: Study, metrics: dict[str, Any], projections: dict[str
     if study.unfinished:
         missing = ", ".join(f"{a} ({done} of {spec.steps} steps)" for a, done in study.unfinished.items())
         lines += ["", f"Unfinished and left out of this report: {missing}."]
-    lines += ["", "## Per input", ""]
-    labels = tuple(markdown_text(label) for label in spec.labels)
-    for b, entry in enumerate(metrics["inputs"]):
-        lines.append(f"### {markdown_text(describe_input(entry['input'], b, 120))}")
-        lines.append("")
-        for algorithm in study.trajectories:
-            m = entry[algorithm]
-            interp = m.get("interpretation", {})
-            lines.append(
-                f"- **{algorithm}**: class {class_label(labels, m['original_class'])} -> "
-                f"{class_label(labels, m['final_class'])}; "
-                f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
-                f"the decoded input agrees with the embedding's prediction at "
-                f"{percent(interp.get('prediction_agreement'))} of the saved points"
-            )
-            lines.append("  - " + _path_line(m["path"], labels))
-            if algorithm in projections:
-                lines += _projection_lines(projections[algorithm][b], m["projection"], labels)
-        lines.append("")
-    timing = {a: t.get("seconds_per_iteration") for a, t in study.timing.items()}
-    batch = len(spec.inputs)
-    lines += ["## Timing", "", *(f"- {a}: {fmt(s)} s per iteration (batch of {batch})" for a, s in timing.items()), ""]
-    if projections:
-        lines += [
-            "Sentences: *decoded* is the nearest-token decoding of the explored embedding (Algorithm 3) with the "
-            "model's own prediction on it; *verified* is a real sentence found near it by a metric-guided beam "
-            "search over word substitutions (`manifold_jax.text_projection`), re-tokenised and re-predicted: the "
-            "probabilities shown are that prediction. Words that differ from the original are in **bold**. "
-            "Figures: `figures/` (`*_sentences.png` highlights the changed words).",
-            "",
-        ]
-    else:
-        lines += ["Figures: `figures/` (the exploration figures show each decoded image and its signed difference "
-                  "from the original).", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _input_section(study: Study, metrics: dict[str, Any], projections: dict[str, list[dict[str, Any]]], b: int,
+                   labels: tuple[str, ...]) -> list[str]:
+    """Input b's section: per run its classes, changes, agreement, path and (text) sentences."""
+    entry = metrics["inputs"][b]
+    lines = [f"### {markdown_text(describe_input(entry['input'], b, 120))}", ""]
+    for algorithm in study.trajectories:
+        m = entry[algorithm]
+        interp = m.get("interpretation", {})
+        lines.append(
+            f"- **{algorithm}**: class {class_label(labels, m['original_class'])} -> "
+            f"{class_label(labels, m['final_class'])}; "
+            f"prediction changes {m['prediction_changes']}, ranking changes {m.get('ranking_inversions_total')}, "
+            f"the decoded input agrees with the embedding's prediction at "
+            f"{percent(interp.get('prediction_agreement'))} of the saved points"
+        )
+        lines.append("  - " + _path_line(m["path"], labels))
+        if algorithm in projections:
+            lines += _projection_lines(projections[algorithm][b], m["projection"], labels)
+    lines.append("")
+    return lines
+
+
+def _summary_section(study: Study, metrics: dict[str, Any], summary: dict[str, Any], labels: tuple[str, ...],
+                     figures: bool) -> list[str]:
+    """The distributions of the summary's measures and the inputs at both ends of each ranked one."""
+    lines = ["", f"## Summary of {summary['inputs']} inputs", "",
+             f"A study of more than {summary['above']} inputs is summarised: the distributions of a few measures over "
+             "the inputs, the inputs with the largest and the smallest of them (only these keep their own section "
+             "and figures), and one row per input at the end.", ""]
+    if figures:
+        lines += [f"![distributions over the inputs]({SUMMARY_FIGURE})", ""]
+    lines += ["| measure | inputs with a value | smallest | median | largest |", "|---|---|---|---|---|"]
+    for m in summary["measures"].values():
+        values = [v for v in m["values"] if v is not None]
+        row = [fmt(min(values)), fmt(float(np.median(values))), fmt(max(values))] if values else ["n/a"] * 3
+        lines.append(f"| {m['label']} | {len(values)} of {summary['inputs']} | {' | '.join(row)} |")
+    lines.append("")
+    for ranked in summary["extremes"]:
+        values = summary["measures"][ranked["measure"]]["values"]
+        for end in ("largest", "smallest"):
+            named = "; ".join(f"{markdown_text(describe_input(metrics['inputs'][b]['input'], b, 60))} "
+                              f"({fmt(values[b])})" for b in ranked[end])
+            lines.append(f"- **{end} {ranked['label']}**: {named}")
+    return lines
+
+
+def _summary_table(study: Study, metrics: dict[str, Any], summary: dict[str, Any],
+                   labels: tuple[str, ...]) -> list[str]:
+    """One row per input: each run's class at the start and the end, and the summary's measures."""
+    runs = list(study.trajectories)
+    measures = summary["measures"]
+    lines = ["## Every input", "",
+             "| input | " + " | ".join(f"{r}: class" for r in runs) + " | "
+             + " | ".join(m["label"] for m in measures.values()) + " |",
+             "|" + "---|" * (1 + len(runs) + len(measures))]
+    for row in summary_rows(metrics, summary, runs):
+        classes = [f"{class_label(labels, row[r][0])} -> {class_label(labels, row[r][1])}" if r in row else "n/a"
+                   for r in runs]
+        lines.append(f"| {markdown_text(describe_input(row['input'], row['index'], 60))} | {' | '.join(classes)} | "
+                     + " | ".join(fmt(row[name]) for name in measures) + " |")
+    lines.append("")
+    return lines
 
 
 def _projection_lines(record: dict[str, Any], summary: dict[str, Any], labels: tuple[str, ...]) -> list[str]:
