@@ -42,10 +42,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import manifold_jax as mj  # noqa: E402
+from manifold_jax.atomic import write_text  # noqa: E402
 from manifold_jax.data import mnist_split  # noqa: E402
 from manifold_jax.explore.counterfactuals import kkt_residual  # noqa: E402
 from manifold_jax.models import load  # noqa: E402
-from manifold_jax.study.atomic import write_text  # noqa: E402
 
 METHODS = ("ours", "fmn", "deepfool", "flip-walk")
 

@@ -643,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _view(args: argparse.Namespace) -> None:
-    from manifold_jax.report_html import view
+    from manifold_jax.view import view
 
     view(_user_path("DIR", args.directory), rebuild=args.rebuild)
 

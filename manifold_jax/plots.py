@@ -8,6 +8,7 @@
   map over the image patches or over the sentence's tokens.
 * :func:`sentence_figure`: sentences one per row, changed words highlighted, each beside
   its class probabilities (the verified real sentences of a text report).
+* :func:`distribution_figure`: histograms of per-input values (a large study's report).
 * :func:`counterfactual_figure`: an image beside its counterfactual (the end of a targeted
   SiMExp path), their signed difference, and both predicted distributions.
 """
@@ -15,9 +16,10 @@
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO
 
 import matplotlib
 
@@ -27,14 +29,12 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from manifold_jax.analysis import softmax  # noqa: E402
 
 _MARKERS = "o^sDv<>pP*Xh"
 _COLOURS = plt.get_cmap("tab10")(np.arange(10))
-
-
-def _softmax(y: np.ndarray) -> np.ndarray:
-    e = np.exp(y - y.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def snapshot_indices(saved: int, count: int = 4) -> list[int]:
@@ -78,7 +78,7 @@ def exploration_figure(
     row = 0
     if original_image is not None and decoded_images:
         for algorithm in algorithms:
-            probs = _softmax(logits[algorithm])
+            probs = softmax(logits[algorithm])
             ax = fig.add_subplot(grid[row, 0])
             _show_image(ax, original_image, f"original\n{labels[int(np.argmax(probs[0]))]} ({probs[0].max():.2f})")
             ax = fig.add_subplot(grid[row + 1, 0])
@@ -112,11 +112,11 @@ def exploration_figure(
     row += 1
     # when the prediction never wavers a linear axis shows flat lines: what moves is the
     # ranking of the unlikely classes, which a log axis shows
-    confident = min(float(_softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
+    confident = min(float(softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
     for n_alg, algorithm in enumerate(algorithms):
         width = grid.ncols // len(algorithms)
         ax = fig.add_subplot(grid[row, n_alg * width : (n_alg + 1) * width])
-        probs = _softmax(logits[algorithm])
+        probs = softmax(logits[algorithm])
         for c in range(probs.shape[1]):
             ax.plot(iterations, probs[:, c], color=_COLOURS[c % 10], lw=1.2, label=labels[c])
         if confident:
@@ -149,7 +149,7 @@ def counterfactual_figure(
 ) -> None:
     """One input's counterfactual, saved as PNG: the original (H, W, C) and the image at the
     path's end, their signed difference, and the two predicted distributions (logits (k,))."""
-    p0, p1 = _softmax(np.asarray(original_logits, np.float64)), _softmax(np.asarray(counterfactual_logits, np.float64))
+    p0, p1 = softmax(original_logits), softmax(counterfactual_logits)
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.15, 1.6]})
     c0, c1 = int(np.argmax(p0)), int(np.argmax(p1))
     _show_image(axes[0], original_image, f"original\n{labels[c0]} ({p0[c0]:.2f})")
@@ -304,4 +304,30 @@ def sentence_figure(
     with warnings.catch_warnings():  # a decoded word piece in a script the font lacks is drawn as a box
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def distribution_figure(
+    path: str | os.PathLike[str] | BinaryIO,
+    *,
+    title: str,
+    panels: Mapping[str, Sequence[float | None]],
+) -> None:
+    """Histograms of per-input values, one panel each (label -> values; None, a missing value, is left out and
+    counted in the panel's title), saved as PNG (to a path or a binary file)."""
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.6 * max(len(panels), 1), 3.0), squeeze=False)
+    for ax, (label, values) in zip(axes[0], panels.items(), strict=False):
+        finite = np.array([v for v in values if v is not None and np.isfinite(v)], np.float64)
+        missing = len(values) - finite.size
+        if finite.size:
+            ax.hist(finite, bins=min(30, max(5, int(np.sqrt(finite.size)) + 1)), color=_COLOURS[0], alpha=0.8)
+        ax.set_title(textwrap.fill(label, 40) + (f"\n({missing} input(s) without a value)" if missing else ""),
+                     fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("value", fontsize=8)
+        ax.set_ylabel("inputs", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)

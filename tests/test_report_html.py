@@ -22,16 +22,10 @@ import pytest
 from scipy.special import softmax
 
 from manifold_jax.cli import main
-from manifold_jax.report import build_report, study_metrics
-from manifold_jax.report_html import (
-    DIFFERENCE_LEVELS,
-    frame_indices,
-    page_data,
-    png_bytes,
-    view,
-    write_report_html,
-)
+from manifold_jax.report import build_report, frame_indices, page_data, study_metrics, write_report_html
+from manifold_jax.report.images import DIFFERENCE_LEVELS, png_bytes
 from manifold_jax.study import MnistImage, StudySpec, atomic, load_model, load_study, run_study
+from manifold_jax.view import view
 from tests.models_helpers import save_random_bert, save_random_hf_vit
 
 pytestmark = pytest.mark.xdist_group("report_html")  # one process builds the studies and starts the browser once
@@ -384,7 +378,7 @@ def _check_named_statuses_and_thumbnails(browser: Any, study: Any) -> None:
     earlier is shown, and labelled, at its own last point."""
     from selenium.webdriver.common.by import By
 
-    from manifold_jax.report_html import status_names
+    from manifold_jax.report.labels import status_names
 
     _select(browser, "input-select", "0")
     _select(browser, "run-select", "counterfactual")

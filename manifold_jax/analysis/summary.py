@@ -66,11 +66,37 @@ def summarize(
     """
     if (logits is None) == (probs is None):
         raise ValueError("logits: give exactly one of logits or probs")
+    p = _probabilities(logits, probs, "logits", "probs")
+    out = _classification(p)
+    vol, n_tokens = _volumes(points, token_mask, points_simec, variance)
+    out.update(vol)
+    if (interpretation_logits is not None) and (interpretation_probs is not None):
+        raise ValueError("interpretation_logits: give at most one of interpretation_logits/as_probs")
+    if interpretation_logits is not None or interpretation_probs is not None:
+        q = _probabilities(interpretation_logits, interpretation_probs, "interpretation_logits", "interpretation_probs")
+        out["interpretation"] = _interpretation(p, q, window)
+    if total_seconds is not None:
+        its = p.shape[0] - 1 if iterations is None else iterations
+        out["timing"] = {
+            "total_seconds": float(total_seconds),
+            "iterations": its,
+            "tokens": n_tokens,
+            "seconds_per_iteration_per_token": time_per_iteration_per_token(total_seconds, its, n_tokens),
+        }
+    return json_ready(out)
+
+
+def _probabilities(logits: npt.ArrayLike | None, probs: npt.ArrayLike | None, logits_name: str,
+                   probs_name: str) -> np.ndarray:
+    """(T, k) probabilities from whichever of ``logits`` / ``probs`` is given (checked, named in errors)."""
     if logits is not None:
-        p = softmax(as_scores(logits, "logits"))
-    else:
-        assert probs is not None  # exactly one of the two, checked above
-        p = as_probs(probs, "probs")
+        return softmax(as_scores(logits, logits_name))
+    assert probs is not None  # one of the two, checked by the caller
+    return as_probs(probs, probs_name)
+
+
+def _classification(p: np.ndarray) -> dict[str, Any]:
+    """The predictions, their changes, class probabilities and ranking changes along a run (T, k)."""
     t, k = p.shape
     pred = predictions(p)
     out: dict[str, Any] = {
@@ -91,11 +117,20 @@ def summarize(
             sp = ranking_spearman(p)
             out["ranking_spearman"] = sp
             out["ranking_spearman_mean"] = float(np.nanmean(sp)) if np.any(np.isfinite(sp)) else float("nan")
-    n_tokens = 1
-    if points is not None:
-        vol = explored_volume(points, token_mask, variance)
-        n_tokens = int(vol.tokens.size)
-        out["explored_volume"] = {
+    return out
+
+
+def _volumes(points: npt.ArrayLike | None, token_mask: npt.ArrayLike | None, points_simec: npt.ArrayLike | None,
+             variance: float) -> tuple[dict[str, Any], int]:
+    """The explored volume and (with a SiMEC run) the volume ratio, and the number of explored tokens
+    (1 without points)."""
+    if points is None:
+        if points_simec is not None:
+            raise ValueError("points_simec: needs points (the SiMExp run) as well")
+        return {}, 1
+    vol = explored_volume(points, token_mask, variance)
+    out: dict[str, Any] = {
+        "explored_volume": {
             "variance": variance,
             "tokens": vol.tokens,
             "n_components": vol.n_components,
@@ -103,50 +138,38 @@ def summarize(
             "log_volume": vol.log_volume,
             "volume": vol.volume,
         }
-        if points_simec is not None:
-            rv = volume_ratio(points, points_simec, token_mask, variance)
-            out["volume_ratio"] = {
-                "rho_v": rv.rho_v,
-                "log10_rho_v": rv.log_rho_v / math.log(10.0),
-                "per_token_log10_ratio": rv.per_token_log_ratio / math.log(10.0),
-                "geometric_mean": rv.geometric_mean,
-                "log10_product_over_tokens": rv.log10_product_over_tokens,
-                "n_components": rv.n_components,
-            }
-    elif points_simec is not None:
-        raise ValueError("points_simec: needs points (the SiMExp run) as well")
-    if (interpretation_logits is not None) and (interpretation_probs is not None):
-        raise ValueError("interpretation_logits: give at most one of interpretation_logits/as_probs")
-    q = None
-    if interpretation_logits is not None:
-        q = softmax(as_scores(interpretation_logits, "interpretation_logits"))
-    elif interpretation_probs is not None:
-        q = as_probs(interpretation_probs, "interpretation_probs")
-    if q is not None:
-        if q.shape != p.shape:
-            raise ValueError(f"interpretation_probs: shape {q.shape} differs from the run's {p.shape}")
-        tv = total_variation(p, q)
-        cu = catch_up(pred, predictions(q), window)
-        out["interpretation"] = {
-            "wasserstein1_01": tv,
-            "wasserstein1_01_mean": float(np.mean(tv)),
-            "prediction_agreement": float(np.mean(pred == predictions(q))),
-            "prediction_changes": prediction_changes(q),
-            "catch_up": {
-                "window": window,
-                "n_changes": cu.n_changes,
-                "n_caught_up": cu.n_caught_up,
-                "fraction": cu.fraction,
-                "lags": cu.lags,
-            },
-            "top_probability_pearson": top_probability_correlation(p, q) if t >= 2 else float("nan"),
+    }
+    if points_simec is not None:
+        rv = volume_ratio(points, points_simec, token_mask, variance)
+        out["volume_ratio"] = {
+            "rho_v": rv.rho_v,
+            "log10_rho_v": rv.log_rho_v / math.log(10.0),
+            "per_token_log10_ratio": rv.per_token_log_ratio / math.log(10.0),
+            "geometric_mean": rv.geometric_mean,
+            "log10_product_over_tokens": rv.log10_product_over_tokens,
+            "n_components": rv.n_components,
         }
-    if total_seconds is not None:
-        its = t - 1 if iterations is None else iterations
-        out["timing"] = {
-            "total_seconds": float(total_seconds),
-            "iterations": its,
-            "tokens": n_tokens,
-            "seconds_per_iteration_per_token": time_per_iteration_per_token(total_seconds, its, n_tokens),
-        }
-    return json_ready(out)
+    return out, int(vol.tokens.size)
+
+
+def _interpretation(p: np.ndarray, q: np.ndarray, window: int) -> dict[str, Any]:
+    """The embedding's predictions ``p`` against the decoded input's ``q`` (both (T, k) probabilities)."""
+    if q.shape != p.shape:
+        raise ValueError(f"interpretation_probs: shape {q.shape} differs from the run's {p.shape}")
+    pred = predictions(p)
+    tv = total_variation(p, q)
+    cu = catch_up(pred, predictions(q), window)
+    return {
+        "wasserstein1_01": tv,
+        "wasserstein1_01_mean": float(np.mean(tv)),
+        "prediction_agreement": float(np.mean(pred == predictions(q))),
+        "prediction_changes": prediction_changes(q),
+        "catch_up": {
+            "window": window,
+            "n_changes": cu.n_changes,
+            "n_caught_up": cu.n_caught_up,
+            "fraction": cu.fraction,
+            "lags": cu.lags,
+        },
+        "top_probability_pearson": top_probability_correlation(p, q) if p.shape[0] >= 2 else float("nan"),
+    }

@@ -6,6 +6,7 @@
 a crash or damage to its files and equals an uninterrupted run bit for bit.
 """
 
+from manifold_jax import atomic
 from manifold_jax.study.errors import (
     InputsChangedError,
     ModalityError,
@@ -70,6 +71,7 @@ __all__ = [
     "StudyWarning",
     "Text",
     "TextTooLongError",
+    "atomic",
     "load_inputs",
     "load_model",
     "load_study",

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax.explore import ExplorationState
-from manifold_jax.study.atomic import contained
-from manifold_jax.study.manifest import directory_digest, state_digest
+from manifold_jax.study.manifest import contained, directory_digest, state_digest
 
 KEEP = 2
 """Checkpoints kept per exploration (the newest ones)."""

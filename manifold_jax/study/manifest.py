@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from manifold_jax.study import atomic
+from manifold_jax import atomic
+from manifold_jax.study.errors import OutsideStudyError
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -41,6 +42,19 @@ def study_root(path: str | os.PathLike[str]) -> Path:
     if not str(text).strip():
         raise ValueError("a study directory must be a non-empty path")
     return Path(os.path.abspath(text))
+
+
+def contained(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when, symbolic links resolved, it stays inside ``root``; else OutsideStudyError.
+
+    Every write and every deletion inside a study passes through this first: a folder of a
+    study replaced by a link to elsewhere never receives the study's files nor loses its own.
+    """
+    base = Path(root).resolve()
+    target = Path(path).resolve()
+    if target != base and base not in target.parents:
+        raise OutsideStudyError(Path(path), Path(root), target)
+    return Path(path)
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:

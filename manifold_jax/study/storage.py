@@ -10,7 +10,7 @@
     <algorithm>/baseline.npz   the gradient-plus-noise baseline with the same step sizes
     <algorithm>/interpretation.npz  decoded inputs and their re-predictions (Algorithm 3)
 
-Every file goes through :mod:`manifold_jax.study.atomic` and is recorded in the manifest;
+Every file goes through :mod:`manifold_jax.atomic` and is recorded in the manifest;
 every read checks the checksum and the shapes the spec implies.
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from manifold_jax import atomic
 from manifold_jax.explore import RECORD_FIELDS, Trajectory
 from manifold_jax.interpret import Interpretation
-from manifold_jax.study import atomic
 from manifold_jax.study.errors import NotAStudyError, StudyDamagedError
-from manifold_jax.study.manifest import MANIFEST, Manifest, study_root
+from manifold_jax.study.manifest import MANIFEST, Manifest, contained, study_root
 from manifold_jax.study.spec import StudySpec
 
 SPEC = "spec.json"
@@ -147,7 +147,7 @@ class StudyFiles:
 
     def path(self, rel: str) -> Path:
         """The file ``rel`` of the study; OutsideStudyError when a symbolic link leads it out of the study."""
-        return atomic.contained(self.root, self.root / rel)
+        return contained(self.root, self.root / rel)
 
     def write_npz(self, rel: str, arrays: dict[str, Any]) -> None:
         atomic.write_npz(self.path(rel), arrays)

@@ -333,6 +333,29 @@
     });
   }
 
+  function studySummary() {
+    const s = data.summary;
+    if (!s) return;
+    $("study-summary").hidden = false;
+    $("summary-title").textContent = "Summary of " + s.inputs + " inputs";
+    $("summary-histogram").src = s.histogram;
+    const box = clear($("summary-extremes"));
+    s.extremes.forEach((r) => ["largest", "smallest"].forEach((end) => {
+      box.appendChild(el("p", { class: "extreme" }, end + " " + r.label + ": " +
+        r[end].map(([name, value]) => name + " (" + fmt(value) + ")").join("; ")));
+    }));
+    const node = clear($("summary-table"));
+    const head = el("tr");
+    s.columns.forEach((c) => head.appendChild(el("th", {}, c)));
+    node.appendChild(el("thead")).appendChild(head);
+    const body = node.appendChild(el("tbody"));
+    s.rows.forEach((row) => {
+      const tr = el("tr");
+      row.forEach((v, i) => tr.appendChild(el("td", { class: i && typeof v !== "string" ? "num" : "" }, fmt(v))));
+      body.appendChild(tr);
+    });
+  }
+
   // ------------------------------------------------------------------ state
   function render() {
     const its = iterations(state.run);
@@ -394,7 +417,7 @@
 
   function init() {
     const spec = data.spec;
-    $("summary").textContent = data.inputs.length + " input(s); " + spec.steps + " steps; eta = " + spec.eta +
+    $("summary").textContent = (data.summary ? data.summary.inputs : data.inputs.length) + " input(s); " + spec.steps + " steps; eta = " + spec.eta +
       "; select = " + fmt(spec.select) + "; bounds = " + spec.bounds + "; output metric = " + spec.output_metric +
       "; runs: " + data.runs.map((r) => r.title).join(", ") + ".";
     const sampled = data.runs.filter((r) => r.iterations.length < r.saved);
@@ -403,7 +426,8 @@
         " (evenly spread, first and last included; at most " + data.max_frames + " per run)."
       : "Every saved point is shown.";
     if (data.note) $("sampling").textContent += " Note: " + data.note + ".";
-    data.inputs.forEach((input, i) => $("input-select").appendChild(el("option", { value: i }, i + ": " + input.name)));
+    data.inputs.forEach((input, i) => $("input-select").appendChild(
+      el("option", { value: i }, (input.index === undefined ? i : input.index) + ": " + input.name)));
     data.runs.forEach((r) => $("run-select").appendChild(el("option", { value: r.name }, r.title)));
     $("input-select").addEventListener("change", (e) => selectInput(Number(e.target.value)));
     $("run-select").addEventListener("change", (e) => selectRun(e.target.value));
@@ -422,6 +446,7 @@
       e.preventDefault();
     });
     settings();
+    studySummary();
     $("run-description").textContent = runsByName[state.run].description;
     selectInput(0);
   }

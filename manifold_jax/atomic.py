@@ -6,6 +6,9 @@ atomic on POSIX and Windows) and the directory entry is flushed too. A temporary
 named ``.<stem>.tmp-<hex><suffix>``: it keeps its suffix (``np.savez`` and matplotlib pick
 the format from it) and :func:`is_temporary` tells it from data, so a leftover of a killed
 write is never read as data and :func:`remove_temporaries` cleans it up.
+
+A leaf module (the standard library and numpy only), so that every writer can use it: the study
+layer, the report, model and training checkpoints, the benchmarks.
 """
 
 from __future__ import annotations
@@ -21,22 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from manifold_jax.study.errors import OutsideStudyError
-
 _TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{12}(\.[^.]+)?$")
-
-
-def contained(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """``path`` itself when, symbolic links resolved, it stays inside ``root``; else OutsideStudyError.
-
-    Every write and every deletion inside a study passes through this first: a folder of a
-    study replaced by a link to elsewhere never receives the study's files nor loses its own.
-    """
-    base = Path(root).resolve()
-    target = Path(path).resolve()
-    if target != base and base not in target.parents:
-        raise OutsideStudyError(Path(path), Path(root), target)
-    return Path(path)
 
 
 def temporary_sibling(path: Path) -> Path:
