@@ -84,7 +84,7 @@ def main() -> None:
             rows.append(json.loads(line))
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    from manifold_jax.study import atomic
+    from manifold_jax import atomic
 
     atomic.write_json(args.out / "processes.json", rows)
     atomic.write_text(args.out / "processes.md", _table(rows))

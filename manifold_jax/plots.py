@@ -24,14 +24,14 @@ from typing import Any, BinaryIO
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.ticker import MaxNLocator
 
-from manifold_jax.analysis import softmax  # noqa: E402
+from manifold_jax.analysis import softmax
 
 _MARKERS = "o^sDv<>pP*Xh"
 _COLOURS = plt.get_cmap("tab10")(np.arange(10))
@@ -39,7 +39,7 @@ _COLOURS = plt.get_cmap("tab10")(np.arange(10))
 
 def snapshot_indices(saved: int, count: int = 4) -> list[int]:
     """``count`` saved-point indices spread over a run of ``saved`` points, the last included."""
-    return sorted({int(round(i)) for i in np.linspace(0, saved - 1, count + 1)[1:]})
+    return sorted({int(np.rint(i)) for i in np.linspace(0, saved - 1, count + 1)[1:]})
 
 
 def project_trajectories(runs: dict[str, np.ndarray], select: np.ndarray) -> dict[str, np.ndarray]:
@@ -94,7 +94,18 @@ def exploration_figure(
                 shown = _show_difference(diff_ax, decoded_images[algorithm][s], original_image)
             fig.colorbar(shown, ax=diff_ax, fraction=0.046, pad=0.04)
             row += 2
-    ax = fig.add_subplot(grid[row, :])
+    _trajectory_panel(fig.add_subplot(grid[row, :]), points, select, logits, labels)
+    _probability_panels(fig, grid, row + 1, logits, labels, iterations)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _trajectory_panel(ax: Any, points: dict[str, np.ndarray], select: np.ndarray, logits: dict[str, np.ndarray],
+                      labels: Sequence[str]) -> None:
+    """Every run's explored tokens projected on the top two singular directions, marked by predicted class."""
+    algorithms = list(logits)
     projected = project_trajectories(points, select)
     for n_alg, algorithm in enumerate(algorithms):
         xy = projected[algorithm]
@@ -109,7 +120,12 @@ def exploration_figure(
     ax.set_ylabel("singular direction 2")
     ax.set_title("trajectories of the explored tokens (marker: predicted class)")
     ax.legend(fontsize=7, ncol=3, loc="best")
-    row += 1
+
+
+def _probability_panels(fig: Any, grid: Any, row: int, logits: dict[str, np.ndarray], labels: Sequence[str],
+                        iterations: np.ndarray) -> None:
+    """One panel per run: the class probabilities along the iterations."""
+    algorithms = list(logits)
     # when the prediction never wavers a linear axis shows flat lines: what moves is the
     # ranking of the unlikely classes, which a log axis shows
     confident = min(float(softmax(v).max(axis=1).min()) for v in logits.values()) > 0.99
@@ -129,10 +145,6 @@ def exploration_figure(
         ax.set_title(f"{algorithm}: class probabilities")
         if probs.shape[1] <= 10:
             ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def counterfactual_figure(
@@ -204,7 +216,7 @@ def importance_figure(
     imp = np.where(token_mask, importance, np.nan)
     if image is not None:
         patches = np.flatnonzero(token_mask)  # every patch: all positions in pixel space, all but CLS otherwise
-        grid = int(round(np.sqrt(patches.size)))
+        grid = int(np.rint(np.sqrt(patches.size)))
         heat = imp[patches].reshape(grid, grid)
         fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
         _show_image(axes[0], image, "input")

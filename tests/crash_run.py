@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     assert sep == "--", "usage: crash_run.py WHAT N -- ARGS..."
     target, seen = int(count), 0
 
-    from manifold_jax.study import atomic
+    from manifold_jax import atomic
     from manifold_jax.study.checkpoints import Checkpoints
 
     def tick() -> bool:

@@ -55,7 +55,7 @@ def report_markdown(study: Study, metrics: dict[str, Any], projections: dict[str
         for b in range(len(metrics["inputs"])):
             lines += _input_section(study, metrics, projections, b, labels)
     else:
-        lines += _summary_section(study, metrics, summary, labels, figures)
+        lines += _summary_section(metrics, summary, figures)
         lines += ["", "## The inputs at the extremes", ""]
         for b in summary["shown"]:
             lines += _input_section(study, metrics, projections, b, labels)
@@ -133,8 +133,7 @@ def _input_section(study: Study, metrics: dict[str, Any], projections: dict[str,
     return lines
 
 
-def _summary_section(study: Study, metrics: dict[str, Any], summary: dict[str, Any], labels: tuple[str, ...],
-                     figures: bool) -> list[str]:
+def _summary_section(metrics: dict[str, Any], summary: dict[str, Any], figures: bool) -> list[str]:
     """The distributions of the summary's measures and the inputs at both ends of each ranked one."""
     lines = ["", f"## Summary of {summary['inputs']} inputs", "",
              f"A study of more than {summary['above']} inputs is summarised: the distributions of a few measures over "

@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_jax import atomic
 from manifold_jax.analysis import stop_sentence
 from manifold_jax.baseline import gradient_baseline
 from manifold_jax.explore import ExplorationState, Trajectory
 from manifold_jax.interpret import interpret
-from manifold_jax.study import atomic
 from manifold_jax.study.checkpoints import (
     Checkpoints,
     checkpoint_steps,
