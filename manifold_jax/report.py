@@ -491,13 +491,13 @@ def _probs(probs: list[float], labels: tuple[str, ...]) -> str:
 def _markdown(study: Study, metrics: dict[str, Any], projections: dict[str, list[dict[str, Any]]]) -> str:
     """report.md: the settings, the means over inputs, and per input each run's outcome, its path and,
     for text models, the decoded and verified sentences at the report's saved points."""
-    spec = study.spec
+    spec, shown = study.spec, study.spec.settings()
     lines = [
         f"# Study: {markdown_text(spec.model)}",
         "",
-        f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {spec.eta}; select = {spec.select}; "
-        f"space = {spec.space}; bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; "
-        f"output metric = {spec.output_metric}; seed = {spec.seed}.",
+        f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {shown['eta']}; select = {spec.select}; "
+        f"space = {spec.space}; bounds = {spec.bounds}; threshold = {shown['threshold']}; step rule = "
+        f"{shown['step_rule']}; output metric = {shown['output_metric']}; seed = {spec.seed}.",
         "",
         "## Means over inputs",
         "",

@@ -303,7 +303,7 @@ def test_a_study_moved_elsewhere_reports_and_resumes_with_relative_paths(
     continued = load_study(moved)
     assert continued.spec.steps == 65 and continued.unfinished == {}
     original = load_study(whole)
-    for algorithm in original.spec.algorithms:
+    for algorithm in original.spec.runs:
         before, after = original.trajectories[algorithm], continued.trajectories[algorithm]
         assert after.iteration[-1] == 65
         np.testing.assert_array_equal(after.x[:, : before.x.shape[1]], before.x, err_msg=algorithm)

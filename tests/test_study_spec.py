@@ -57,7 +57,7 @@ def test_engine_options_flow_through_to_the_engine_config() -> None:
     config = spec.config("simexp")
     assert config == ExploreConfig(algorithm="simexp", eta=2.5, mode="rev", chunk_size=20, save_every=10,
                                    threshold=Relative(1e-3))
-    assert (spec.eta, spec.save_every, spec.chunk_size, spec.spectrum) == (2.5, 10, 20, "gram")
+    assert (config.eta, config.save_every, config.chunk_size, config.spectrum) == (2.5, 10, 20, "gram")
     reference = StudySpec(model="m", inputs=("a",), options={"threshold": "reference"}).config("simec")
     assert reference.threshold == Absolute(0.01)
     json.dumps(json.loads(spec.to_json()))  # JSON all the way down
@@ -66,7 +66,7 @@ def test_engine_options_flow_through_to_the_engine_config() -> None:
 def test_inputs_keep_their_kind_through_spec_json() -> None:
     spec = StudySpec(model="m", inputs=(Text("mnist:3"), MnistImage(3), ImageFile("digit.png")), select=(1, 2))
     data = json.loads(spec.to_json())
-    assert data["format"] == 2
+    assert data["format"] == 3
     assert data["inputs"] == [{"kind": "text", "text": "mnist:3"}, {"kind": "mnist", "index": 3},
                               {"kind": "image", "path": "digit.png"}]
     back = StudySpec.from_json(spec.to_json())
@@ -84,7 +84,8 @@ def test_a_format_1_spec_json_still_reads() -> None:
            "blocks": "token", "output_metric": "euclidean", "chunk_size": 100, "baseline": True, "labels": []}
     spec = StudySpec.from_json(json.dumps(old))
     assert spec.inputs == (MnistImage(3), MnistImage(1502))
-    assert spec.eta == 10.0 and spec.save_every == 20 and spec.options["threshold"] == 1e-4
+    config = spec.config("simec")
+    assert config.eta == 10.0 and config.save_every == 20 and spec.options["threshold"] == 1e-4
     assert spec.space == "embeddings"  # written before pixel space: the paper's embeddings
 
 
