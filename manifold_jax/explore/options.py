@@ -379,19 +379,20 @@ class ExploreConfig:
     # metadata: "help" (and "type", "choices", "words": the words a number may also be) gives an
     # option a flag of its own on the command line; the others are set as KEY=VALUE
     algorithm: Literal["simec", "simexp"]
-    eta: float = field(default=1.0, metadata={"help": "step multiplier (the paper uses 1 and 10)", "type": float})
+    eta: float = field(default=1.0, metadata={"help": "step multiplier, 1 or 10 in the paper", "type": float})
     threshold: Threshold = field(default_factory=Relative, metadata={
         "help": "null eigenvalue level relative to each block's largest, or 'reference' for the authors' "
                 "absolute 0.01", "type": float, "words": ("reference",)})
     step_rule: StepRule = field(default="reference", metadata={
-        "help": "step size rule (reference: the authors' code; paper: its formula)", "choices": STEP_RULES})
+        "help": "step size rule: reference (the authors' code), paper (its formula), fixed or adaptive",
+        "choices": STEP_RULES})
     spectrum: Literal["dense", "gram", "svd", "matfree"] = field(default="gram", metadata={
-        "help": "eigen-solver of the pullback metric (dense is the paper's literal O(d^3) one)", "choices": METHODS})
+        "help": "eigen-solver of the pullback metric; dense is the paper's literal O(d^3) one", "choices": METHODS})
     blocks: Literal["token", "joint"] = field(default="token", metadata={
         "help": "one metric per token or one on all selected coordinates", "choices": BLOCKS})
     output_metric: str | OutputMetric = field(default="euclidean", metadata={
-        "help": "metric on the outputs (euclidean: on the logits, the reference; fisher_rao: of the predicted "
-                "distribution; softmax: on the probabilities)", "choices": tuple(OUTPUT_METRICS)})
+        "help": "metric on the outputs: euclidean on the logits (the reference), fisher_rao of the predicted "
+                "distribution, softmax on the probabilities", "choices": tuple(OUTPUT_METRICS)})
     null_direction: Literal["project", "eigenvector"] = "project"
     mode: Literal["auto", "rev", "fwd"] = "auto"
     rank: int | None = None
@@ -413,8 +414,8 @@ class ExploreConfig:
         "help": "flip: stop an input's exploration where its predicted class changes", "choices": STOP_EVENTS,
         "continuation": True})
     tol: float | None = field(default=None, metadata={
-        "help": "tolerance of the adaptive step rule and of the corrector (how far an accepted point's outputs "
-                "may lie from the input's)", "type": float, "continuation": True})
+        "help": "tolerance of the adaptive step rule and of the corrector: how far an accepted point's outputs "
+                "may lie from the input's", "type": float, "continuation": True})
     on: Literal["auto", "logits", "probabilities"] = "auto"
 
     def __post_init__(self) -> None:

@@ -64,7 +64,7 @@ def json_option(name: str, value: Any) -> str | int | float | bool | None:
 
 def _default_json(f: dataclasses.Field[Any]) -> Any:
     """A field's default as the JSON value a study writes (a threshold as its relative level)."""
-    value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if isinstance(value, Relative):
         return value.rtol
     if isinstance(value, Absolute):
