@@ -198,7 +198,9 @@ class StudySpec:
     input, one of TARGETS, a class index or a label.
 
     ``engine`` (derived, compared): every option of each run as JSON, what spec.json stores;
-    ``config(run)`` builds the run's ExploreConfig from it.
+    ``config(run)`` builds the run's ExploreConfig from it. ``options`` and ``run_options`` are
+    what it was built from (not compared): a spec read from spec.json holds each run's whole
+    options in ``run_options``.
     """
 
     model: str
