@@ -128,9 +128,9 @@ def test_the_study_routes_the_corrector_and_the_tolerance() -> None:
     assert spec.config("simexp").corrector is None and spec.config("simexp").tol is None
     adaptive = StudySpec(model="m", inputs=("a",), options={"step_rule": "adaptive", "tol": 1e-3})
     assert all(adaptive.config(run).step_rule == Adaptive(tol=1e-3) for run in adaptive.runs)
-    with pytest.raises(ValueError, match="corrector='newton' reach"):
+    with pytest.raises(ValueError, match="corrector='newton' keeps SiMEC on the level set"):
         StudySpec(model="m", inputs=("a",), runs=("simexp",), options={"corrector": "newton"})
-    with pytest.raises(ValueError, match="tol=0.001 reach"):
+    with pytest.raises(ValueError, match="tol=0.001 belongs to step_rule='adaptive'"):
         StudySpec(model="m", inputs=("a",), options={"tol": 1e-3})
 
 

@@ -305,10 +305,12 @@ class StudySpec:
         engine = {run: run_json(run, self.algorithm_of(run), merged, per_run.get(run, {})) for run in self.runs}
         object.__setattr__(self, "engine", engine)
         lost = unrouted(merged, engine)
+        if "corrector" in lost:
+            raise ValueError(f"options: corrector={merged['corrector']!r} keeps SiMEC on the level set, and the "
+                             "study has no SiMEC run")
         if lost:
-            raise ValueError(f"options: {', '.join(f'{n}={merged[n]!r}' for n in lost)} reach(es) no run of this "
-                             "study: the corrector is SiMEC's, tol and on belong to step_rule='adaptive' or "
-                             "corrector='newton'")
+            raise ValueError(f"options: {lost[0]}={merged[lost[0]]!r} belongs to step_rule='adaptive' or "
+                             "corrector='newton', which no run of the study has; give one of them")
         for run in self.runs:
             cfg = self.config(run)  # the engine validates its own options
             if self.steps % cfg.save_every:
