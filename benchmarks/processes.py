@@ -36,7 +36,7 @@ def child(batch: int, steps: int) -> None:
     from manifold_jax.study import MnistImage, StudySpec, prepare
 
     spec = StudySpec(model="mnist-vit", inputs=tuple(MnistImage(i) for i in range(batch)), steps=steps,
-                     algorithms=("simexp",), select="q3", baseline=False,
+                     runs=("simexp",), select="q3", baseline=False,
                      options={"save_every": steps, "chunk_size": steps})
     p = prepare(spec)
     devices = jax.devices() if processes > 1 else None

@@ -244,7 +244,7 @@ def main() -> None:
     results: dict[Config, dict[str, Any]] = {}
     for config in configs:
         spec = StudySpec(
-            model=models[config.data], inputs=_inputs(config.data, args.inputs), algorithms=config.algorithms,
+            model=models[config.data], inputs=_inputs(config.data, args.inputs), runs=config.algorithms,
             steps=args.steps, select=config.select, space=config.space, baseline=False,
             options={"eta": config.eta, "save_every": max(1, args.steps // 100), "threshold": threshold},
         )

@@ -18,7 +18,7 @@ def same_results(a: Path, b: Path) -> None:
     assert sb.unfinished == {}
     for name in sa.inputs:
         np.testing.assert_array_equal(sa.inputs[name], sb.inputs[name], err_msg=name)
-    for algorithm in sa.spec.algorithms:
+    for algorithm in sa.spec.runs:
         for kind in ("trajectories", "baselines"):
             if algorithm not in getattr(sa, kind):
                 continue

@@ -210,6 +210,31 @@ def test_numbers_out_of_range_are_one_line_errors(workdir: Path, capsys: pytest.
     fails_in_one_line([*common, "--option", "bogus=1"], capsys, "options: unknown engine option(s) 'bogus'")
 
 
+def test_the_engine_flags_are_the_config_fields_with_a_help_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ExploreConfig field whose metadata has a help text is a flag (its choices, its type); the
+    others go through --option; the help shows the study's defaults."""
+    from manifold_jax.study.run_config import ENGINE_FIELDS, STUDY_DEFAULTS
+
+    subcommands = next(a for a in _parser()._actions if a.dest == "command")
+    explore = subcommands.choices["explore"]  # type: ignore[attr-defined]
+    actions = {a.dest: a for a in explore._actions}
+    flagged = [f for f in ENGINE_FIELDS if "help" in f.metadata]
+    assert {"eta", "threshold", "step_rule", "save_every", "corrector", "tol", "stop"} <= {f.name for f in flagged}
+    for f in ENGINE_FIELDS:
+        if "help" not in f.metadata:
+            assert f.name not in actions, f.name
+            continue
+        action = actions[f.name]
+        assert action.default is None and action.help.startswith(f.metadata["help"])
+        if "choices" in f.metadata:
+            assert tuple(action.choices) == tuple(f.metadata["choices"])
+    assert f"(default {STUDY_DEFAULTS['save_every']})" in actions["save_every"].help
+    parse = explore.parse_args
+    assert parse(["--threshold", "reference"]).threshold == "reference"
+    assert parse(["--threshold", "1e-3", "--tol", "1e-5"]).threshold == 1e-3
+    fails_in_one_line(["explore", "--threshold", "loose"], capsys, "argument --threshold: 'loose': a number")
+
+
 def test_parser_choices_come_from_the_library() -> None:
     from manifold_jax.explore import ALGORITHMS, STEP_RULES
     from manifold_jax.geometry import BLOCKS, METHODS

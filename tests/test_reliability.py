@@ -305,7 +305,7 @@ def test_a_roberta_text_is_refused_or_explored_whole_never_cut_silently(tiny_rob
 
     def spec(text: str, **kw: object) -> StudySpec:
         return StudySpec(model=tiny_roberta, inputs=(Text(text),), steps=10, options={"save_every": 10},
-                         algorithms=("simec",), **kw)  # type: ignore[arg-type]
+                         runs=("simec",), **kw)  # type: ignore[arg-type]
 
     prepared = prepare(spec(fits))
     ids = np.asarray(prepared.ctx["input_ids"])[0]

@@ -60,7 +60,7 @@ def text_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_random_bert(root / "model", "BertForSequenceClassification", hidden_size=16, num_hidden_layers=1,
                      num_attention_heads=2, intermediate_size=32)
     spec = StudySpec(model=str(root / "model"), inputs=("The striker scored twice.", "Parliament passed the bill."),
-                     algorithms=("simexp", "counterfactual"), steps=10,
+                     runs=("simexp", "counterfactual"), steps=10,
                      options={"save_every": 2, "chunk_size": 10, "eta": 50.0},
                      baseline=False)
     out = run_study(spec, root / "study", progress=False, echo=lambda s: None)

@@ -303,7 +303,7 @@ def test_a_study_moved_elsewhere_reports_and_resumes_with_relative_paths(
     continued = load_study(moved)
     assert continued.spec.steps == 65 and continued.unfinished == {}
     original = load_study(whole)
-    for algorithm in original.spec.algorithms:
+    for algorithm in original.spec.runs:
         before, after = original.trajectories[algorithm], continued.trajectories[algorithm]
         assert after.iteration[-1] == 65
         np.testing.assert_array_equal(after.x[:, : before.x.shape[1]], before.x, err_msg=algorithm)
@@ -496,3 +496,23 @@ def test_a_study_with_a_corrected_simec_and_a_counterfactual(
     before = (out / "counterfactual" / "trajectory.npz").read_bytes()
     run_study(None, out, resume=True, progress=False, echo=quiet)
     assert (out / "counterfactual" / "trajectory.npz").read_bytes() == before
+
+
+def test_a_run_saving_apart_from_the_study_keeps_its_baseline_at_its_own_points(
+    tiny_vit: str, tmp_path: Path,
+) -> None:
+    """A run whose options save every 5 steps in a study that saves every 10: its trajectory and its
+    baseline keep the run's points (0, 5, 10), the study loads, and a resume recomputes nothing (the
+    baseline was saved with the study-wide saving, which did not fit the run's)."""
+    out = tmp_path / "study"
+    spec = StudySpec(model=tiny_vit, inputs=(MnistImage(0),), steps=10, select="q3", runs=("simexp",),
+                     options={"eta": 5.0, "chunk_size": 10}, run_options={"simexp": {"save_every": 5}})
+    run_study(spec, out, progress=False, echo=quiet)
+    study = load_study(out)
+    np.testing.assert_array_equal(study.trajectories["simexp"].iteration, [0, 5, 10])
+    np.testing.assert_array_equal(study.baselines["simexp"].iteration, [0, 5, 10])
+    before = (out / "simexp" / "baseline.npz").read_bytes()
+    lines: list[str] = []
+    run_study(None, out, resume=True, progress=False, echo=lines.append)
+    assert (out / "simexp" / "baseline.npz").read_bytes() == before
+    assert not any("baseline" in line for line in lines), lines

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manifold_jax.explore import Absolute, ExploreConfig, Relative
+from manifold_jax.explore import Absolute, Adaptive, ExploreConfig, Newton, Relative
 from manifold_jax.study import ImageFile, MnistImage, StudySpec, Text, atomic
 from manifold_jax.study.manifest import Manifest, directory_digest, state_digest
 
@@ -57,7 +57,7 @@ def test_engine_options_flow_through_to_the_engine_config() -> None:
     config = spec.config("simexp")
     assert config == ExploreConfig(algorithm="simexp", eta=2.5, mode="rev", chunk_size=20, save_every=10,
                                    threshold=Relative(1e-3))
-    assert (spec.eta, spec.save_every, spec.chunk_size, spec.spectrum) == (2.5, 10, 20, "gram")
+    assert (config.eta, config.save_every, config.chunk_size, config.spectrum) == (2.5, 10, 20, "gram")
     reference = StudySpec(model="m", inputs=("a",), options={"threshold": "reference"}).config("simec")
     assert reference.threshold == Absolute(0.01)
     json.dumps(json.loads(spec.to_json()))  # JSON all the way down
@@ -66,7 +66,7 @@ def test_engine_options_flow_through_to_the_engine_config() -> None:
 def test_inputs_keep_their_kind_through_spec_json() -> None:
     spec = StudySpec(model="m", inputs=(Text("mnist:3"), MnistImage(3), ImageFile("digit.png")), select=(1, 2))
     data = json.loads(spec.to_json())
-    assert data["format"] == 2
+    assert data["format"] == 3
     assert data["inputs"] == [{"kind": "text", "text": "mnist:3"}, {"kind": "mnist", "index": 3},
                               {"kind": "image", "path": "digit.png"}]
     back = StudySpec.from_json(spec.to_json())
@@ -84,8 +84,78 @@ def test_a_format_1_spec_json_still_reads() -> None:
            "blocks": "token", "output_metric": "euclidean", "chunk_size": 100, "baseline": True, "labels": []}
     spec = StudySpec.from_json(json.dumps(old))
     assert spec.inputs == (MnistImage(3), MnistImage(1502))
-    assert spec.eta == 10.0 and spec.save_every == 20 and spec.options["threshold"] == 1e-4
+    config = spec.config("simec")
+    assert config.eta == 10.0 and config.save_every == 20 and spec.options["threshold"] == 1e-4
     assert spec.space == "embeddings"  # written before pixel space: the paper's embeddings
+
+
+FORMAT_2 = (
+    '{"format": 2, "model": "mnist-vit", "inputs": [{"kind": "mnist", "index": 3}], "task": "classification", '
+    '"algorithms": ["simec", "simexp", "counterfactual"], "steps": 40, "select": "all", "bounds": "theoretical", '
+    '"seed": 0, "baseline": true, "max_length": null, "labels": [], "options": {"eta": 5.0, "output_metric": '
+    '"fisher_rao", "save_every": 20, "threshold": "reference"}, "run_options": {"simec": {"corrector": "newton", '
+    '"tol": 0.0001}}, "target": "runner-up", "space": "embeddings"}'
+)
+"""A spec.json as version 2 wrote it: the study's options, SiMEC's own, and the runs named "algorithms"."""
+
+
+def test_a_format_2_spec_json_converts_on_read() -> None:
+    """Each run gets the configuration format 2 meant (the study's options, the run's on top, the
+    counterfactual's preset), and is written back whole, every option of each run under "runs"."""
+    spec = StudySpec.from_json(FORMAT_2)
+    assert spec.runs == ("simec", "simexp", "counterfactual")
+    shared = dict(eta=5.0, threshold=Absolute(0.01), output_metric="fisher_rao", save_every=20)
+    assert spec.config("simec") == ExploreConfig(algorithm="simec", corrector=Newton(tol=1e-4), tol=1e-4, **shared)
+    assert spec.config("simexp") == ExploreConfig(algorithm="simexp", **shared)
+    assert spec.config("counterfactual") == ExploreConfig(
+        algorithm="simexp", eta=0.5, threshold=Absolute(0.01), output_metric="fisher_rao", save_every=1,
+        step_rule=Adaptive(tol=1e-2, on="probabilities"), tol=1e-2, on="probabilities", box="active", stop="flip")
+    data = json.loads(spec.to_json())
+    assert data["format"] == 3 and "options" not in data and "algorithms" not in data
+    assert list(data["runs"]) == ["simec", "simexp", "counterfactual"]
+    assert all(set(options) == {f.name for f in dataclasses.fields(ExploreConfig)} - {"algorithm"}
+               for options in data["runs"].values())
+    assert data["runs"]["simec"]["corrector"] == "newton" and data["runs"]["simexp"]["corrector"] is None
+    back = StudySpec.from_json(spec.to_json())
+    assert back == spec and all(back.config(run) == spec.config(run) for run in spec.runs)
+
+
+def test_the_study_routes_the_corrector_and_the_tolerance() -> None:
+    """Given once for the study, the corrector goes to SiMEC alone and tol to the runs that measure a step;
+    an option that reaches no run is refused."""
+    spec = StudySpec(model="m", inputs=("a",), options={"corrector": "newton", "tol": 1e-5})
+    assert spec.config("simec").corrector == Newton(tol=1e-5)
+    assert spec.config("simexp").corrector is None and spec.config("simexp").tol is None
+    adaptive = StudySpec(model="m", inputs=("a",), options={"step_rule": "adaptive", "tol": 1e-3})
+    assert all(adaptive.config(run).step_rule == Adaptive(tol=1e-3) for run in adaptive.runs)
+    with pytest.raises(ValueError, match="corrector='newton' keeps SiMEC on the level set"):
+        StudySpec(model="m", inputs=("a",), runs=("simexp",), options={"corrector": "newton"})
+    with pytest.raises(ValueError, match=r"tol=0\.001 belongs to step_rule='adaptive'"):
+        StudySpec(model="m", inputs=("a",), options={"tol": 1e-3})
+
+
+def test_the_counterfactual_keeps_every_step() -> None:
+    """The counterfactual's path holds every iteration (mj.counterfactual): an option saving it otherwise
+    is refused when the spec is built, not found at the first resume as a trajectory that never fits."""
+    spec = StudySpec(model="m", inputs=("a",), steps=20, runs=("simexp", "counterfactual"))
+    assert spec.config("simexp").save_every == 10 and spec.config("counterfactual").save_every == 1
+    with pytest.raises(ValueError, match=r"counterfactual.*save_every 1"):
+        StudySpec(model="m", inputs=("a",), steps=20, runs=("counterfactual",),
+                  run_options={"counterfactual": {"save_every": 2}})
+
+
+def test_the_settings_derive_from_the_engine_fields() -> None:
+    """The report's settings: every option with a flag of its own, a continuation option where a run sets
+    it, one value where the explorations agree and each run's where they differ."""
+    from manifold_jax.study.run_config import ENGINE_FIELDS
+
+    spec = StudySpec(model="m", inputs=("a",), runs=("simec", "simexp", "counterfactual"),
+                     options={"eta": 2.0}, run_options={"simec": {"corrector": "newton"}})
+    settings = spec.settings()
+    flagged = {f.name for f in ENGINE_FIELDS if "help" in f.metadata and not f.metadata.get("continuation")}
+    assert flagged <= set(settings) and settings["eta"] == 2.0 and settings["save_every"] == 10
+    assert settings["corrector"] == "simec: newton; simexp: None" and "box" not in settings
+    assert settings["runs"] == ["simec", "simexp", "counterfactual"]
 
 
 def test_the_space_is_validated_and_kept_in_spec_json() -> None:

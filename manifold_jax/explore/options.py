@@ -48,7 +48,7 @@ from manifold_jax.explore.step_size import (
     rule_object,
 )
 from manifold_jax.geometry import BLOCKS, MATFREE_ITERS, METHODS, MODES, numerical_floor
-from manifold_jax.output_metrics import OutputMetric, resolve_output_metric
+from manifold_jax.output_metrics import OUTPUT_METRICS, OutputMetric, resolve_output_metric
 
 ALGORITHMS: tuple[str, ...] = ("simec", "simexp")
 DIRECTIONS: tuple[str, ...] = ("random", "coherent")
@@ -232,25 +232,46 @@ class ExploreConfig:
     is padded with copies of the first item, whose results are dropped.
     """
 
+    # metadata: "help" (and "type", "choices", "words": the words a number may also be) gives an
+    # option a flag of its own on the command line; the others are set as KEY=VALUE
     algorithm: Literal["simec", "simexp"]
-    eta: float = 1.0
-    threshold: Threshold = field(default_factory=Relative)
-    step_rule: StepRule = "reference"
-    spectrum: Literal["dense", "gram", "svd", "matfree"] = "gram"
-    blocks: Literal["token", "joint"] = "token"
-    output_metric: str | OutputMetric = "euclidean"
+    eta: float = field(default=1.0, metadata={"help": "step multiplier, 1 or 10 in the paper", "type": float})
+    threshold: Threshold = field(default_factory=Relative, metadata={
+        "help": "null eigenvalue level relative to each block's largest, or 'reference' for the authors' "
+                "absolute 0.01", "type": float, "words": ("reference",)})
+    step_rule: StepRule = field(default="reference", metadata={
+        "help": "step size rule: reference (the authors' code), paper (its formula), fixed or adaptive",
+        "choices": STEP_RULES})
+    spectrum: Literal["dense", "gram", "svd", "matfree"] = field(default="gram", metadata={
+        "help": "eigen-solver of the pullback metric; dense is the paper's literal O(d^3) one", "choices": METHODS})
+    blocks: Literal["token", "joint"] = field(default="token", metadata={
+        "help": "one metric per token or one on all selected coordinates", "choices": BLOCKS})
+    output_metric: str | OutputMetric = field(default="euclidean", metadata={
+        "help": "metric on the outputs: euclidean on the logits (the reference), fisher_rao of the predicted "
+                "distribution, softmax on the probabilities", "choices": tuple(OUTPUT_METRICS)})
     null_direction: Literal["project", "eigenvector"] = "project"
     mode: Literal["auto", "rev", "fwd"] = "auto"
     rank: int | None = None
     matfree_iters: int = MATFREE_ITERS
-    save_every: int = 1
-    chunk_size: int = 100
+    save_every: int = field(default=1, metadata={"help": "keep every n-th point", "type": int})
+    chunk_size: int = field(default=100, metadata={
+        "help": "steps per compiled chunk and checkpoint", "type": int})
     batch_size: int | None = None
-    direction: Direction = "random"
-    corrector: Newton | None = None
-    box: Literal["clip", "active"] = "clip"
-    stop: tuple[Event, ...] = ()
-    tol: float | None = None
+    direction: Direction = field(default="random", metadata={
+        "help": "random (the paper's) or coherent: the previous direction transported onto the new subspace, "
+                "a geodesic-like path", "choices": DIRECTIONS, "continuation": True})
+    corrector: Newton | None = field(default=None, metadata={
+        "help": "SiMEC: pull every step back onto the input's level set (minimum-norm Gauss-Newton)",
+        "choices": CORRECTORS, "continuation": True})
+    box: Literal["clip", "active"] = field(default="clip", metadata={
+        "help": "clip (the paper's) or active: coordinates at a bound that a step pushes outward are frozen, "
+                "so the point stays on the level set", "choices": BOX_POLICIES, "continuation": True})
+    stop: tuple[Event, ...] = field(default=(), metadata={
+        "help": "flip: stop an input's exploration where its predicted class changes", "choices": STOP_EVENTS,
+        "continuation": True})
+    tol: float | None = field(default=None, metadata={
+        "help": "tolerance of the adaptive step rule and of the corrector: how far an accepted point's outputs "
+                "may lie from the input's", "type": float, "continuation": True})
     on: Literal["auto", "logits", "probabilities"] = "auto"
 
     def __post_init__(self) -> None:

@@ -80,13 +80,13 @@ def report_markdown(study: Study, metrics: dict[str, Any], projections: dict[str
 
 def _header(study: Study, metrics: dict[str, Any]) -> list[str]:
     """The title, the settings, the means over inputs and what was left unfinished."""
-    spec = study.spec
+    spec, shown = study.spec, study.spec.settings()
     lines = [
         f"# Study: {markdown_text(spec.model)}",
         "",
-        f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {spec.eta}; select = {spec.select}; "
-        f"space = {spec.space}; bounds = {spec.bounds}; threshold = {spec.threshold}; step rule = {spec.step_rule}; "
-        f"output metric = {spec.output_metric}; seed = {spec.seed}.",
+        f"{len(spec.inputs)} input(s); {spec.steps} steps; eta = {shown['eta']}; select = {spec.select}; "
+        f"space = {spec.space}; bounds = {spec.bounds}; threshold = {shown['threshold']}; step rule = "
+        f"{shown['step_rule']}; output metric = {shown['output_metric']}; seed = {spec.seed}.",
         "",
         "## Means over inputs",
         "",

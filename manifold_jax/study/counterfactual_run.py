@@ -9,6 +9,8 @@ The run is one compiled call: a study interrupted during it computes it again.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -16,6 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_jax.explore import STOPPED, Counterfactual, ExplorationState, Trajectory, counterfactual
+from manifold_jax.study.exploration_run import intact_trajectory
+from manifold_jax.study.inputs import Prepared
+from manifold_jax.study.run_config import COUNTERFACTUAL
+from manifold_jax.study.storage import TIMING, TRAJECTORY, StudyFiles, saved_iterations, trajectory_arrays
+
+Echo = Callable[[str], None]
 
 CERTIFICATE = "certificate.json"
 """The counterfactual's certificate, beside its trajectory."""
@@ -69,4 +77,31 @@ def run_counterfactual(model: Any, x0: Any, ctx: Any, targets: np.ndarray, selec
     return trajectory_of(result, model.head, (ctx,)), certificate(result)
 
 
-__all__ = ["CERTIFICATE", "certificate", "run_counterfactual", "trajectory_of"]
+def counterfactual_study_run(prepared: Prepared, files: StudyFiles, echo: Echo) -> Trajectory:
+    """The closest counterfactual of each input (``mj.counterfactual``): its path as a trajectory and
+    its certificate; one compiled call, computed again when either file is missing or damaged."""
+    rel, cert_rel = f"{COUNTERFACTUAL}/{TRAJECTORY}", f"{COUNTERFACTUAL}/{CERTIFICATE}"
+    done = intact_trajectory(files, rel, prepared.x0.shape, saved_iterations(prepared.spec, COUNTERFACTUAL), echo)
+    if done is not None and files.check(cert_rel) == "ok":
+        return done
+    assert prepared.targets is not None  # a study with a counterfactual run has a target per input
+    files.path(COUNTERFACTUAL).mkdir(parents=True, exist_ok=True)
+    echo(f"{COUNTERFACTUAL}: the closest input of each target class, up to {prepared.spec.steps} iterations "
+         "(one compiled call)")
+    began = time.perf_counter()
+    traj, cert = run_counterfactual(prepared.model, prepared.x0, prepared.ctx, prepared.targets, prepared.select,
+                                    prepared.box, prepared.spec.steps)
+    seconds = time.perf_counter() - began
+    files.write_npz(rel, trajectory_arrays(traj))
+    files.write_json(cert_rel, cert)
+    iterations = int(traj.iteration[-1])
+    tokens = int(np.asarray(prepared.select).sum())
+    if iterations > 0:  # one call: its seconds include the compilation, and say so
+        per_iteration = seconds / iterations
+        files.write_json(f"{COUNTERFACTUAL}/{TIMING}", {
+            "seconds_per_iteration": per_iteration, "seconds_per_iteration_per_token": per_iteration / max(tokens, 1),
+            "selected_tokens": tokens, "iterations": iterations, "seconds": seconds, "compile_included": True})
+    return traj
+
+
+__all__ = ["CERTIFICATE", "certificate", "counterfactual_study_run", "run_counterfactual", "trajectory_of"]

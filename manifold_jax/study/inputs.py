@@ -310,7 +310,7 @@ def prepare(spec: StudySpec, model: Any | None = None) -> Prepared:
     model = load_model(spec) if model is None else in_space(model, spec)
     raw, x0, ctx = load_inputs(model, spec)
     mask = np.asarray(ctx["token_mask"])
-    importance = token_importance(model.head, x0, (ctx,), spec.output_metric)
+    importance = token_importance(model.head, x0, (ctx,), spec.config(spec.runs[0]).output_metric)
     select = study_selection(spec, importance, mask, ctx)
     box = study_bounds(model, spec, x0)
     arrays: dict[str, np.ndarray] = {
@@ -321,7 +321,7 @@ def prepare(spec: StudySpec, model: Any | None = None) -> Prepared:
         arrays["lo"], arrays["hi"] = box
     if model.modality == "image":
         arrays["raw"] = np.asarray(raw)
-    if COUNTERFACTUAL in spec.algorithms:
+    if COUNTERFACTUAL in spec.runs:
         logits = np.asarray(jax.vmap(model.head)(x0, ctx))
         labels = tuple(spec.labels) or tuple(str(label) for label in model.labels)
         arrays["target"] = counterfactual_targets(spec, logits, labels)
@@ -333,7 +333,7 @@ def _check_runs(model: Any, spec: StudySpec, x0: jax.Array, ctx: dict[str, jax.A
                 box: tuple[np.ndarray, np.ndarray] | None, targets: np.ndarray | None) -> None:
     """The engine's own checks of every run of the study (box, selection, guides, options), before any write."""
     start = init_state(x0, jax.random.PRNGKey(spec.seed), f=model.head, args=(ctx,))  # f(x0) evaluated once
-    for run in spec.algorithms:
+    for run in spec.runs:
         check_exploration(model.head, start, algorithm=cast(Any, spec.algorithm_of(run)), steps=spec.steps,
                           args=(ctx,), select=select, bounds=box, target=targets if run == COUNTERFACTUAL else None,
                           **spec.run_keywords(run))

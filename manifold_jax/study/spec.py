@@ -1,9 +1,10 @@
-"""What a study asks for: the model, typed inputs, and the engine's options, validated when built.
+"""What a study asks for: the model, typed inputs, and each run's engine options, validated when built.
 
 Inputs keep their kind (:class:`Text`, :class:`ImageFile`, :class:`MnistImage`), so a text can
-never pass for an MNIST index. The engine's options are stored as the JSON-ready keyword
-arguments of :class:`~manifold_jax.explore.ExploreConfig` (strings and numbers) and validated
-by building that configuration: whatever option the engine gains flows through unchanged.
+never pass for an MNIST index. Each run's engine configuration is stored whole, as the
+JSON-ready keyword arguments of :class:`~manifold_jax.explore.ExploreConfig` (strings and
+numbers, see :mod:`manifold_jax.study.run_config`), and validated by building that
+configuration: whatever option the engine gains flows through unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +21,19 @@ from typing import Any, ClassVar
 
 from manifold_jax.attribution import SELECTIONS
 from manifold_jax.data.mnist import N_IMAGES as MNIST_IMAGES
-from manifold_jax.explore import ALGORITHMS, Absolute, ExploreConfig, Relative
+from manifold_jax.explore import ALGORITHMS, ExploreConfig
 from manifold_jax.models.base import Task
+from manifold_jax.study.run_config import (
+    COUNTERFACTUAL,
+    OPTION_NAMES,
+    RUNS,
+    STUDY_OPTIONS,
+    engine_keywords,
+    json_option,
+    run_json,
+    shown,
+    unrouted,
+)
 
 BOUNDS: tuple[str, ...] = ("theoretical", "measured", "none")
 """Feasible boxes: the model's theoretical one, one measured on data, or none."""
@@ -35,27 +47,6 @@ TASKS: tuple[str, ...] = tuple(t for t in typing.get_args(Task) if t != "encoder
 STUDY_SELECTIONS: tuple[str, ...] = (*SELECTIONS, "mask")
 """Named token selections of a study: the attribution's, and the masked word of an MLM."""
 
-STUDY_OPTIONS: dict[str, Any] = {"save_every": 10}
-"""Engine options a study sets differently from the engine (a saved point every 10 steps)."""
-
-COUNTERFACTUAL = "counterfactual"
-"""The study's targeted run: the closest input of a class (``StudySpec.target``), by ``mj.counterfactual``."""
-
-RUNS: tuple[str, ...] = (*ALGORITHMS, COUNTERFACTUAL)
-"""The explorations a study can hold: SiMEC, SiMExp and the counterfactual."""
-
-COUNTERFACTUAL_OPTIONS: dict[str, Any] = {
-    "step_rule": "adaptive", "tol": 1e-2, "on": "probabilities", "eta": 0.5, "stop": "flip", "box": "active",
-    "save_every": 1,
-}
-"""The counterfactual's own step (``run_options["counterfactual"]`` overrides it): an adaptive walk
-along J^+ (e_c - p) whose linear model of the probabilities stays within 1e-2 per step, in the
-box, to the flip. The study's counterfactual run is ``mj.counterfactual`` (its own reach, locate
-and slide, ``steps`` iterations at most), which reads only ``save_every`` (1: its whole path) of these."""
-
-SHARED_WITH_COUNTERFACTUAL = ("threshold", "spectrum", "blocks", "output_metric", "mode", "chunk_size", "batch_size")
-"""Study options the counterfactual shares with SiMEC and SiMExp (its step and saving are its own)."""
-
 TARGETS: tuple[str, ...] = ("runner-up", "least")
 """Named counterfactual targets: each input's second most likely class, or its least likely one."""
 
@@ -65,12 +56,10 @@ MAX_COUNT = 2**31 - 1
 MAX_SEED = 2**32 - 1
 """Largest seed ``jax.random.PRNGKey`` takes without wrapping around."""
 
-SPEC_FORMAT = 2
-"""Version of spec.json: 2 types the inputs and nests the engine's options."""
+SPEC_FORMAT = 3
+"""Version of spec.json: 2 typed the inputs and nested the engine's options; 3 stores every option of each run."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-
-_ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(ExploreConfig) if f.name != "algorithm")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -184,29 +173,6 @@ def _integer(value: Any) -> int | None:
     return int(value)
 
 
-def _json_scalar(name: str, value: Any) -> str | int | float | bool | None:
-    """An option value as a JSON scalar (numpy scalars become Python numbers)."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    raise TypeError(
-        f"options[{name!r}] is a {type(value).__name__}; a study keeps its options in spec.json, "
-        "so give a string or a number"
-    )
-
-
-def engine_keywords(options: Mapping[str, Any]) -> dict[str, Any]:
-    """ExploreConfig keywords from a study's JSON options (a numeric threshold is a relative level)."""
-    out = dict(options)
-    threshold = out.get("threshold")
-    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
-        out["threshold"] = Relative(float(threshold))
-    return out
-
-
 # --------------------------------------------------------------------------- the spec
 
 
@@ -216,25 +182,31 @@ class StudySpec:
 
     model: an embedded name ("mnist-vit", "minilm-topics"), a local directory or a hub id.
     inputs: :class:`Text`, :class:`ImageFile` or :class:`MnistImage` (a plain string is a
-    text). task: one of TASKS. algorithms: "simec" and/or "simexp". steps: iterations per
-    exploration. select: one of STUDY_SELECTIONS or distinct positions. bounds: one of BOUNDS
-    (in pixel space "theoretical" is the pixel range [0, 1]). space: one of SPACES, "embeddings"
-    (the paper) or "pixels" (ViTs: x = the image's patches, decoding exact, see ``ViT.pixel_space``).
-    seed: of every random choice (0 .. 2**32 - 1). baseline: also run the gradient-plus-noise
-    baseline. max_length: cut texts longer than this many tokens (None: a text longer than
-    the model's positions is refused). labels: class names (default: the model's).
-    options: keyword arguments of :class:`~manifold_jax.explore.ExploreConfig` (eta,
-    threshold: a relative level or "reference", step_rule, spectrum, blocks, output_metric,
-    save_every, chunk_size, ...), JSON values only; STUDY_OPTIONS fill what is not given.
-    run_options: per run ("simec", "simexp", "counterfactual"), options on top of those
-    (e.g. ``{"simec": {"corrector": "newton"}}``: the corrector is SiMEC's alone). target: the
-    counterfactual's class per input, one of TARGETS, a class index or a label.
+    text). task: one of TASKS. runs: of RUNS, "simec", "simexp" and/or "counterfactual".
+    steps: iterations per exploration. select: one of STUDY_SELECTIONS or distinct positions.
+    bounds: one of BOUNDS (in pixel space "theoretical" is the pixel range [0, 1]). space: one
+    of SPACES, "embeddings" (the paper) or "pixels" (ViTs: x = the image's patches, decoding
+    exact, see ``ViT.pixel_space``). seed: of every random choice (0 .. 2**32 - 1). baseline:
+    also run the gradient-plus-noise baseline. max_length: cut texts longer than this many
+    tokens (None: a text longer than the model's positions is refused). labels: class names
+    (default: the model's). options: keyword arguments of
+    :class:`~manifold_jax.explore.ExploreConfig` for every run (eta, threshold: a relative level
+    or "reference", step_rule, spectrum, blocks, output_metric, save_every, chunk_size, ...),
+    JSON values only; STUDY_OPTIONS fill what is not given; the corrector goes to SiMEC alone,
+    ``tol`` and ``on`` to the runs that measure a step. run_options: per run, options on top of
+    those (e.g. ``{"simec": {"corrector": "newton"}}``). target: the counterfactual's class per
+    input, one of TARGETS, a class index or a label.
+
+    ``engine`` (derived, compared): every option of each run as JSON, what spec.json stores;
+    ``config(run)`` builds the run's ExploreConfig from it. ``options`` and ``run_options`` are
+    what it was built from (not compared): a spec read from spec.json holds each run's whole
+    options in ``run_options``.
     """
 
     model: str
     inputs: tuple[StudyInput, ...]
     task: str = "classification"
-    algorithms: tuple[str, ...] = ALGORITHMS
+    runs: tuple[str, ...] = ALGORITHMS
     steps: int = 1000
     select: str | tuple[int, ...] = "all"
     bounds: str = "theoretical"
@@ -242,10 +214,11 @@ class StudySpec:
     baseline: bool = True
     max_length: int | None = None
     labels: tuple[str, ...] = ()
-    options: Mapping[str, Any] = field(default_factory=dict)
-    run_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    run_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
     target: str | int = "runner-up"
     space: str = "embeddings"
+    engine: Mapping[str, Mapping[str, Any]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -256,19 +229,13 @@ class StudySpec:
             raise ValueError("inputs: give at least one input")
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r} is not supported; expected one of {', '.join(TASKS)}")
-        algorithms = (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms)
-        if not algorithms or any(a not in RUNS for a in algorithms) or len(set(algorithms)) != len(algorithms):
-            raise ValueError(f"algorithms={algorithms!r}: choose distinct ones from {', '.join(RUNS)}")
-        object.__setattr__(self, "algorithms", algorithms)
+        runs = (self.runs,) if isinstance(self.runs, str) else tuple(self.runs)
+        if not runs or any(a not in RUNS for a in runs) or len(set(runs)) != len(runs):
+            raise ValueError(f"runs={runs!r}: choose distinct ones from {', '.join(RUNS)}")
+        object.__setattr__(self, "runs", runs)
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         self._check_select()
-        if self.bounds not in BOUNDS:
-            raise ValueError(f"bounds={self.bounds!r} is not supported; expected one of {', '.join(BOUNDS)}")
-        if self.space not in SPACES:
-            raise ValueError(f"space={self.space!r} is not supported; expected one of {', '.join(SPACES)}")
-        if self.space == "pixels" and self.bounds == "measured":
-            raise ValueError("bounds='measured' is measured on embeddings; in space='pixels' every point is an image, "
-                             "so use bounds='theoretical' (the pixel range [0, 1]) or 'none'")
+        self._check_space()
         for name, top in (("steps", MAX_COUNT), ("seed", MAX_SEED)):
             value = _integer(getattr(self, name))
             low = 1 if name == "steps" else 0
@@ -282,7 +249,19 @@ class StudySpec:
             if length is None or length < 2:
                 raise ValueError(f"max_length must be an integer of at least 2 or None, got {self.max_length!r}")
             object.__setattr__(self, "max_length", length)
+        if not (self.target in TARGETS or (isinstance(self.target, str) and self.target.strip())
+                or (_integer(self.target) is not None and int(self.target) >= 0)):
+            raise ValueError(f"target={self.target!r}: one of {', '.join(TARGETS)}, a class index or a label")
         self._check_options()
+
+    def _check_space(self) -> None:
+        if self.bounds not in BOUNDS:
+            raise ValueError(f"bounds={self.bounds!r} is not supported; expected one of {', '.join(BOUNDS)}")
+        if self.space not in SPACES:
+            raise ValueError(f"space={self.space!r} is not supported; expected one of {', '.join(SPACES)}")
+        if self.space == "pixels" and self.bounds == "measured":
+            raise ValueError("bounds='measured' is measured on embeddings; in space='pixels' every point is an image, "
+                             "so use bounds='theoretical' (the pixel range [0, 1]) or 'none'")
 
     def _check_select(self) -> None:
         if isinstance(self.select, str):
@@ -302,15 +281,16 @@ class StudySpec:
         object.__setattr__(self, "select", positions)
 
     def _check_options(self) -> None:
+        """Validate options and run_options, and derive ``engine``: every option of each run, checked by the engine."""
         if not isinstance(self.options, Mapping):
             raise TypeError(f"options must be a mapping of ExploreConfig keywords, got {type(self.options).__name__}")
-        unknown = sorted(set(self.options) - set(_ENGINE_FIELDS))
+        unknown = sorted(set(self.options) - set(OPTION_NAMES))
         if unknown:
             raise ValueError(
                 f"options: unknown engine option(s) {', '.join(map(repr, unknown))}; "
-                f"ExploreConfig takes {', '.join(_ENGINE_FIELDS)}"
+                f"ExploreConfig takes {', '.join(OPTION_NAMES)}"
             )
-        merged = {**STUDY_OPTIONS, **{k: _json_scalar(k, v) for k, v in self.options.items()}}
+        merged = {**STUDY_OPTIONS, **{k: json_option(k, v) for k, v in self.options.items()}}
         object.__setattr__(self, "options", merged)
         if not isinstance(self.run_options, Mapping):
             raise TypeError(f"run_options must map run names to option mappings, got {type(self.run_options).__name__}")
@@ -320,15 +300,21 @@ class StudySpec:
                 raise ValueError(f"run_options: unknown run {run!r}; expected one of {', '.join(RUNS)}")
             if not isinstance(given, Mapping):
                 raise TypeError(f"run_options[{run!r}] must be a mapping of ExploreConfig keywords")
-            unknown_run = sorted(set(given) - set(_ENGINE_FIELDS))
+            unknown_run = sorted(set(given) - set(OPTION_NAMES))
             if unknown_run:
                 raise ValueError(f"run_options[{run!r}]: unknown engine option(s) {', '.join(map(repr, unknown_run))}")
-            per_run[run] = {k: _json_scalar(k, v) for k, v in given.items()}
+            per_run[run] = {k: json_option(k, v) for k, v in given.items()}
         object.__setattr__(self, "run_options", per_run)
-        if not (self.target in TARGETS or (isinstance(self.target, str) and self.target.strip())
-                or (_integer(self.target) is not None and int(self.target) >= 0)):
-            raise ValueError(f"target={self.target!r}: one of {', '.join(TARGETS)}, a class index or a label")
-        for run in self.algorithms:
+        engine = {run: run_json(run, self.algorithm_of(run), merged, per_run.get(run, {})) for run in self.runs}
+        object.__setattr__(self, "engine", engine)
+        lost = unrouted(merged, engine)
+        if "corrector" in lost:
+            raise ValueError(f"options: corrector={merged['corrector']!r} keeps SiMEC on the level set, and the "
+                             "study has no SiMEC run")
+        if lost:
+            raise ValueError(f"options: {lost[0]}={merged[lost[0]]!r} belongs to step_rule='adaptive' or "
+                             "corrector='newton', which no run of the study has; give one of them")
+        for run in self.runs:
             cfg = self.config(run)  # the engine validates its own options
             if self.steps % cfg.save_every:
                 raise ValueError(f"steps ({self.steps}) must be a multiple of save_every ({cfg.save_every}) of {run}")
@@ -336,83 +322,26 @@ class StudySpec:
     # ----------------------------------------------------------------- engine view
 
     def run_keywords(self, run: str) -> dict[str, Any]:
-        """The ExploreConfig keywords of one run: the study's options, the run's own on top.
-
-        The counterfactual shares only SHARED_WITH_COUNTERFACTUAL and takes its step from
-        COUNTERFACTUAL_OPTIONS.
-        """
-        if run == COUNTERFACTUAL:
-            shared = {k: v for k, v in self.options.items() if k in SHARED_WITH_COUNTERFACTUAL}
-            base = {**shared, **COUNTERFACTUAL_OPTIONS}
-        else:
-            base = dict(self.options)
-        return engine_keywords({**base, **self.run_options.get(run, {})})
+        """The ExploreConfig keywords of one run (every option; its algorithm apart)."""
+        return engine_keywords(self.engine[run])
 
     @staticmethod
     def algorithm_of(run: str) -> str:
         """The engine algorithm of a run ("simexp" for the counterfactual)."""
         return "simexp" if run == COUNTERFACTUAL else run
 
-    def config(self, algorithm: str) -> ExploreConfig:
-        """The engine's configuration of this study's ``algorithm`` run (a name of RUNS)."""
-        return ExploreConfig(algorithm=self.algorithm_of(algorithm), **self.run_keywords(algorithm))  # type: ignore[arg-type]
-
-    def option(self, name: str) -> Any:
-        """An engine option as the study gives it (a JSON value), else the engine's default (as JSON where it
-        is a threshold: a relative level, or "reference" for the authors' absolute 0.01)."""
-        if name in self.options:
-            return self.options[name]
-        value = getattr(ExploreConfig(algorithm="simec"), name)
-        if isinstance(value, Relative):
-            return value.rtol
-        if isinstance(value, Absolute):
-            return "reference" if value.atol == Absolute().atol else value.atol
-        return value
+    def config(self, run: str) -> ExploreConfig:
+        """The engine's configuration of this study's run ``run`` (a name of RUNS)."""
+        return ExploreConfig(algorithm=self.algorithm_of(run), **self.run_keywords(run))  # type: ignore[arg-type]
 
     def settings(self) -> dict[str, Any]:
-        """The spec as one flat JSON mapping: its own fields beside every engine option it sets or shows."""
+        """The spec as one flat JSON mapping for a reader: its own fields, the run names, and the engine options
+        of its explorations (one value where the runs agree; the counterfactual's preset apart)."""
         flat = json.loads(self.to_json())
         flat.pop("format")
-        options = flat.pop("options")
-        shown = ("eta", "threshold", "step_rule", "spectrum", "blocks", "output_metric", "save_every", "chunk_size")
-        return {**flat, **{name: self.option(name) for name in shown}, **options}
-
-    @property
-    def save_every(self) -> int:
-        return int(self.option("save_every"))
-
-    @property
-    def chunk_size(self) -> int:
-        return int(self.option("chunk_size"))
-
-    @property
-    def eta(self) -> float:
-        return float(self.option("eta"))
-
-    @property
-    def threshold(self) -> Any:
-        return self.option("threshold")
-
-    @property
-    def step_rule(self) -> str:
-        return str(self.option("step_rule"))
-
-    @property
-    def spectrum(self) -> str:
-        return str(self.option("spectrum"))
-
-    @property
-    def blocks(self) -> str:
-        return str(self.option("blocks"))
-
-    @property
-    def output_metric(self) -> str:
-        return str(self.option("output_metric"))
-
-    @property
-    def saved_points(self) -> int:
-        """Saved points per exploration (iterations 0, save_every, ..., steps)."""
-        return self.steps // self.save_every + 1
+        flat["runs"] = list(self.runs)
+        explorations = [run for run in self.runs if run != COUNTERFACTUAL] or list(self.runs)
+        return {**flat, **shown({run: self.engine[run] for run in explorations})}
 
     @property
     def modality(self) -> str:
@@ -422,36 +351,46 @@ class StudySpec:
     # ----------------------------------------------------------------- JSON
 
     def to_json(self) -> str:
+        """spec.json: the study's fields, and under "runs" every engine option of each run."""
         data: dict[str, Any] = {"format": SPEC_FORMAT}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "inputs":
+            if f.name in ("options", "run_options", "engine"):
+                continue
+            if f.name == "runs":
+                value = {run: dict(sorted(self.engine[run].items())) for run in self.runs}
+            elif f.name == "inputs":
                 value = [item.to_json() for item in value]
             elif isinstance(value, tuple):
                 value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(sorted(value.items()))
             data[f.name] = value
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> StudySpec:
-        """Inverse of :meth:`to_json`; also reads format 1 (plain-string inputs, flat engine options)."""
+        """Inverse of :meth:`to_json`; also reads format 1 (plain-string inputs, flat engine options) and
+        format 2 (the study's options and each run's own, named "algorithms"), with the defaults they meant."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("spec.json does not hold a JSON object")
         version = data.pop("format", 1)
+        if version not in range(1, SPEC_FORMAT + 1):
+            raise ValueError(f"spec.json has format {version!r}; this version of manifold-jax reads formats "
+                             f"1 to {SPEC_FORMAT}")
         if version == 1:
             data["inputs"] = [legacy_input(s) for s in data.get("inputs", [])]
-            options = {k: data.pop(k) for k in list(data) if k in _ENGINE_FIELDS}
-            data["options"] = options
-        elif version != SPEC_FORMAT:
-            raise ValueError(f"spec.json has format {version!r}; this version of manifold-jax reads formats "
-                             f"1 and {SPEC_FORMAT}")
-        known = {f.name for f in dataclasses.fields(cls)}
+            data["options"] = {k: data.pop(k) for k in list(data) if k in OPTION_NAMES}
+        if version < SPEC_FORMAT and "algorithms" in data:
+            data["runs"] = data.pop("algorithms")
+        known = {f.name for f in dataclasses.fields(cls) if f.init and (version < SPEC_FORMAT or f.compare)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"spec.json has unknown field(s) {', '.join(unknown)}")
+        if version == SPEC_FORMAT:
+            runs = data.get("runs")
+            if not isinstance(runs, dict) or not all(isinstance(v, dict) for v in runs.values()):
+                raise ValueError("spec.json: runs must map each run to its engine options")
+            data["runs"], data["run_options"] = tuple(runs), runs
         if isinstance(data.get("select"), list):
             data["select"] = tuple(data["select"])
         return cls(**data)

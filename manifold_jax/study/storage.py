@@ -231,7 +231,7 @@ def read_spec(root: str | os.PathLike[str], manifest: Manifest | None = None) ->
 class Study:
     """A study read back from its directory (see the module docstring).
 
-    unfinished: the algorithms of the spec whose exploration has not finished, with the
+    unfinished: the runs of the spec whose exploration has not finished, with the
     iterations their chunks reach.
     """
 
@@ -250,10 +250,9 @@ class Study:
         return {k[4:]: v for k, v in self.inputs.items() if k.startswith("ctx_")}
 
 
-def saved_iterations(spec: StudySpec, run: str | None = None) -> np.ndarray:
-    """The iterations a finished exploration of ``spec`` keeps: 0, save_every, ..., steps (``run``'s saving)."""
-    every = spec.save_every if run is None else spec.config(run).save_every
-    return np.arange(0, spec.steps + 1, every)
+def saved_iterations(spec: StudySpec, run: str) -> np.ndarray:
+    """The iterations a finished run of ``spec`` keeps: 0, save_every, ..., steps (the run's own saving)."""
+    return np.arange(0, spec.steps + 1, spec.config(run).save_every)
 
 
 def inputs_problem(inputs: dict[str, np.ndarray], spec: StudySpec) -> str | None:
@@ -288,7 +287,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         raise StudyDamagedError(files.path(INPUTS), f"the inputs do not fit spec.json: {problem}")
     x0_shape = inputs["x0"].shape
     trajectories, baselines, interpretations, timing, unfinished = {}, {}, {}, {}, {}
-    for algorithm in spec.algorithms:
+    for algorithm in spec.runs:
         iterations = saved_iterations(spec, algorithm)
         traj = files.read_trajectory(f"{algorithm}/{TRAJECTORY}", x0_shape, iterations)
         if traj is None:
