@@ -39,6 +39,10 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
             raise CliError(f"--image {path}: file not found")
         items.append(ImageFile(path))
         sources.append(f"--image {path}")
+    for directory in args.image_dir:
+        for path in _image_files(directory):
+            items.append(ImageFile(path))
+            sources.append(f"--image-dir {directory} ({os.path.basename(path)})")
     if len(args.text) >= 3 and all(len(t.split()) == 1 for t in args.text):
         warnings.warn(f"--text got {len(args.text)} one-word texts ({_short(' '.join(args.text))!r}), explored as "
                       "separate inputs; quote a sentence to explore it as one: --text \"...\"", stacklevel=1)
@@ -52,6 +56,22 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
             items.append(Text(line))
             sources.append(f"--text-file {args.text_file} (line {number})")
     return items, sources
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+"""The files ``--image-dir`` takes from a folder (matplotlib and Pillow read them)."""
+
+
+def _image_files(directory: str) -> list[str]:
+    """The image files of a folder, by name (not its subfolders, not hidden files)."""
+    if not os.path.isdir(directory):
+        raise CliError(f"--image-dir {directory}: folder not found")
+    names = sorted(n for n in os.listdir(directory)
+                   if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith(".")
+                   and os.path.isfile(os.path.join(directory, n)))
+    if not names:
+        raise CliError(f"--image-dir {directory}: no image file ({', '.join(IMAGE_SUFFIXES)})")
+    return [os.path.join(directory, n) for n in names]
 
 
 def _text_lines(path: str) -> list[tuple[int, str]]:
@@ -81,7 +101,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         raise CliError("--model is required (mnist-vit, minilm-topics, a directory or a hub id)")
     inputs, args.sources = _inputs(args)
     if not inputs:
-        raise CliError("no inputs: give --mnist, --image, --text or --text-file")
+        raise CliError("no inputs: give --mnist, --image, --image-dir, --text or --text-file")
     options = {f.name: getattr(args, f.name) for f in engine_flags() if getattr(args, f.name) is not None}
     for key, value in args.option:
         if key in options or key == "algorithm":

@@ -42,7 +42,7 @@ def _input_error(exc: BaseException, sources: list[str]) -> str | None:
 
     if isinstance(exc, study.ModalityError):
         culprit = sources[exc.index] if exc.index < len(sources) else f"input {exc.index}"
-        give = "--text or --text-file" if exc.modality == "text" else "--mnist or --image"
+        give = "--text or --text-file" if exc.modality == "text" else "--mnist, --image or --image-dir"
         article = "an" if exc.modality == "image" else "a"
         return f"{culprit}: {exc.model} is {article} {exc.modality} model; give {give}"
     if isinstance(exc, study.TextTooLongError):

@@ -43,7 +43,8 @@ def engine_flags() -> tuple[dataclasses.Field[Any], ...]:
 def spec_flags() -> tuple[str, ...]:
     """What a new study is made of: refused beside --resume (which continues the study as it is)."""
     return ("model", "task", "algorithm", "select", "bounds", "space", "seed", "max_length", "no_baseline",
-            "mnist", "image", "text", "text_file", "option", "counterfactual", *(f.name for f in engine_flags()))
+            "mnist", "image", "image_dir", "text", "text_file", "option", "counterfactual",
+            *(f.name for f in engine_flags()))
 
 
 def positions(text: str) -> str | tuple[int, ...]:
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="images of the shipped MNIST subset (0..4999), for image models: indices, or ranges "
                           "START:STOP such as 0:1000 (STOP excluded)")
     src.add_argument("--image", nargs="+", default=[], metavar="FILE", help="image files of the model's size")
+    src.add_argument("--image-dir", nargs="+", default=[], metavar="DIR",
+                     help="folders of image files of the model's size (PNG, JPEG, ...), each explored in name order")
     src.add_argument("--text", nargs="+", default=[], metavar="TEXT", help="sentences, for text models")
     src.add_argument("--text-file", default=None, metavar="FILE", help="a UTF-8 text file, one sentence per line")
     _add_exploration_options(p)

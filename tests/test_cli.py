@@ -12,6 +12,7 @@ import errno
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from manifold_jax.cli import _parser, main
@@ -48,6 +49,36 @@ def test_a_file_that_is_not_an_image(workdir: Path, capsys: pytest.CaptureFixtur
     bad.write_text("this is text, not a PNG")
     fails_in_one_line(["explore", "--model", tiny_vit, "--image", str(bad), "--out", "o"],
            capsys, "could not read")
+
+
+def test_an_image_folder_is_explored_in_name_order(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                   tiny_vit: str) -> None:
+    import matplotlib.image as mpimg
+
+    from manifold_jax.data import mnist_images
+    from manifold_jax.study import load_study
+
+    images = mnist_images([7, 3, 5])[0]
+    digits = workdir / "digits"
+    digits.mkdir()
+    for name, image in zip(("b.png", "a.png", "c.png"), images, strict=True):
+        mpimg.imsave(digits / name, image, cmap="gray", vmin=0.0, vmax=1.0)
+    (digits / "notes.txt").write_text("not an image")
+    (digits / "sub").mkdir()
+    main(["explore", "--model", tiny_vit, "--image-dir", "digits", "--steps", "2", "--save-every", "1",
+          "--no-baseline", "--out", "runs/folder"])
+    study = load_study("runs/folder")
+    assert [Path(str(i.path)).name for i in study.spec.inputs] == ["a.png", "b.png", "c.png"]
+    # the same inputs as the files named one by one, in that order
+    main(["explore", "--model", tiny_vit, "--image", "digits/a.png", "digits/b.png", "digits/c.png", "--steps", "2",
+          "--save-every", "1", "--no-baseline", "--out", "runs/files"])
+    np.testing.assert_array_equal(study.inputs["x0"], load_study("runs/files").inputs["x0"])
+    empty = workdir / "empty"
+    empty.mkdir()
+    fails_in_one_line(["explore", "--model", tiny_vit, "--image-dir", "empty", "--out", "o"], capsys,
+                      "--image-dir empty: no image file")
+    fails_in_one_line(["explore", "--model", tiny_vit, "--image-dir", "nowhere", "--out", "o"], capsys,
+                      "--image-dir nowhere: folder not found")
 
 
 def test_empty_text(workdir: Path, capsys: pytest.CaptureFixture[str], tiny_vit: str) -> None:
@@ -103,7 +134,7 @@ def test_train_topic_head_from_the_command_line(workdir: Path, capsys: pytest.Ca
 def test_an_input_of_the_wrong_kind_names_the_model_kind(workdir: Path, capsys: pytest.CaptureFixture[str],
                                                           tiny_vit: str) -> None:
     fails_in_one_line(["explore", "--model", tiny_vit, "--text", "mnist:5", "--out", "o"], capsys,
-           f"error: --text 'mnist:5': {tiny_vit} is an image model; give --mnist or --image")
+           f"error: --text 'mnist:5': {tiny_vit} is an image model; give --mnist, --image or --image-dir")
     fails_in_one_line(["explore", "--model", "minilm-topics", "--mnist", "3", "--out", "o"], capsys,
            "error: --mnist 3: minilm-topics is a text model; give --text or --text-file")
     assert not (workdir / "o").exists()
