@@ -26,7 +26,7 @@ def summarised(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     save_random_hf_vit(root / "model", image_size=28, patch_size=4, num_channels=1, hidden_size=16,
                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=4)
     spec = StudySpec(model=str(root / "model"), inputs=tuple(MnistImage(i) for i in INPUTS),
-                     algorithms=("simec", "counterfactual"), steps=8, baseline=False,
+                     runs=("simec", "counterfactual"), steps=8, baseline=False,
                      options={"save_every": 2, "chunk_size": 8, "eta": 50.0})
     out = run_study(spec, root / "study", progress=False, echo=lambda s: None)
     metrics = build_report(out, echo=lambda s: None, summary_above=3, extremes=1)
