@@ -36,3 +36,22 @@ def test_pairs_are_the_runner_up_and_a_different_random_class() -> None:
     x0, _, target, source = bench.pairs(model, 3)
     assert x0.shape[0] == 6 and np.all(target != source)
     assert np.all(target[:3] != target[3:])  # the random class is never the runner-up
+
+
+def test_the_readme_and_results_quote_the_recorded_run() -> None:
+    """The counterfactual figures of the README and RESULTS are those of benchmarks/results/counterfactual.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = {r["method"]: r for r in json.loads((root / "benchmarks/results/counterfactual.json").read_text())["rows"]}
+    readme = " ".join((root / "README.md").read_text().split())
+    results = " ".join((root / "benchmarks/RESULTS.md").read_text().split())
+    ours, fmn, deepfool = rows["ours"], rows["fmn"], rows["deepfool"]
+    reached = round(ours["reached"] * ours["pairs"])
+    assert f"ours reached {reached} of {ours['pairs']}, median L2 **{ours['l2_median']:.3f}**" in readme
+    assert f"FMN (L2, targeted) {fmn['l2_median']:.3f}" in readme and f"DeepFool {deepfool['l2_median']:.3f}" in readme
+    assert f"{ours['s_per_pair_batched']:.2f} s per pair batched" in readme
+    row = (f"| ours (`mj.counterfactual`) | **{ours['reached']:.0%} ({reached} / {ours['pairs']})** | "
+           f"**{ours['l2_median']:.3f}** [{ours['l2_q1']:.3f}, {ours['l2_q3']:.3f}]")
+    assert row.replace("100%", "100 %") in results
