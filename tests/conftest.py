@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# one compilation cache on disk for the whole run, shared by both workers and every process a test
+# starts (the CLI, the demo, the benchmarks' workers, the notebooks): they compile the same programs
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="manifold-jax-test-cache-"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,6 +28,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def full_size(request: pytest.FixtureRequest) -> bool:
     """True when the heavy checks should run at full size (``pytest --full``)."""
     return bool(request.config.getoption("--full"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compiled_programs_freed() -> Iterator[None]:
+    """Each test module's compiled programs freed after it: a worker runs many modules, and its memory
+    would otherwise hold every program compiled since it started."""
+    yield
+    import jax
+
+    jax.clear_caches()
 
 
 @pytest.fixture
