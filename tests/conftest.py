@@ -12,7 +12,8 @@ import pytest
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 # one compilation cache on disk for the whole run, shared by both workers and every process a test
 # starts (the CLI, the demo, the benchmarks' workers, the notebooks): they compile the same programs
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="manifold-jax-test-cache-"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set once by the controller; its workers inherit it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="manifold-jax-test-cache-")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
