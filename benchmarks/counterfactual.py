@@ -17,7 +17,7 @@ Per method: the fraction of pairs reached (the clipped point predicted as the ta
 median and quartiles of the L2 distance (pixels, over reached pairs), the median KKT residual
 at the returned point (the same certificate for all: ``kkt_residual`` with the margin's
 competing classes), seconds per pair batched (all pairs in one call, after a warm-up call that
-compiles) and one pair at a time (the first ``--single`` pairs, warm). ``--quick``: 2 digits.
+compiles) and one pair at a time (the first ``--single`` pairs, warm). ``--quick``: 1 digit.
 
     python benchmarks/counterfactual.py --digits 30 --out benchmarks/results
 """
@@ -185,15 +185,15 @@ def markdown(rows: list[dict[str, Any]], digits: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--digits", type=int, default=100)
     parser.add_argument("--single", type=int, default=3, help="pairs timed one at a time")
-    parser.add_argument("--quick", action="store_true", help="2 digits, 1 pair timed alone")
+    parser.add_argument("--quick", action="store_true", help="1 digit (2 pairs), 1 pair timed alone (the tests' size)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    digits, single = (2, 1) if args.quick else (args.digits, args.single)
+    digits, single = (1, 1) if args.quick else (args.digits, args.single)
     rows = run(digits, single, tuple(args.methods.split(",")))
     text = markdown(rows, digits)
     print(text)
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(args.out / "counterfactual.json", json.dumps({"digits": digits, "rows": rows}, indent=1))
         write_text(args.out / "counterfactual.md", text)
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,6 +16,28 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set once by the controller;
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="manifold-jax-test-cache-")
 
 
+HEAVIEST_FIRST = (
+    "test_demo.py", "test_continuation_benchmark.py", "test_reliability.py", "test_distributed.py",
+    "test_study.py", "test_explore.py", "test_continuation.py", "test_readme_cli.py", "test_notebooks.py",
+    "test_benchmarks.py", "test_counterfactual_benchmark.py", "test_counterfactual.py",
+    "test_language_model_benchmark.py",
+)
+"""The modules that take longest (``--durations``), longest first: started first, the two workers end
+together (pytest-xdist otherwise starts the modules with the most tests first, and the one-test demo,
+the longest of all, would start last and run alone)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order set below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest modules first (a stable sort: the others keep their order)."""
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--full",

@@ -96,7 +96,8 @@ def test_quick_walk_stays_in_its_tolerance_and_the_reference_walks(continuation_
 def test_quick_drift_rows_cover_both_dtypes_and_step_lengths(continuation_quick: tuple) -> None:
     rows = continuation_quick[0]["drift"]
     cells = {(r["dtype"], r["fraction_of_reference_step"]) for r in rows}
-    assert cells == {(d, f) for d in ("float64", "float32") for f in bench.DRIFT_STEP_FRACTIONS}
+    # quick: the reference's step only (the full run adds a quarter of it)
+    assert cells == {(d, bench.DRIFT_STEP_FRACTIONS[0]) for d in ("float64", "float32")}
     for r in rows:
         assert r["steps"] == 20 and r["arc_length_per_step"] > 0
         _finite(r["max_dp"], r["max_dlogit"], r["corrections_mean"])

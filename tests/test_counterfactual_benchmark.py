@@ -1,7 +1,10 @@
-"""The counterfactual benchmark at its quick size (2 digits, 4 pairs): every method runs on the same
+"""The counterfactual benchmark at a quick size (1 digit, 2 pairs): every method runs on the same
 pairs and its figures are sane (the full run: ``python benchmarks/counterfactual.py``)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,21 +15,23 @@ from benchmarks import counterfactual as bench
 
 
 @pytest.mark.slow
-def test_quick_benchmark_rows_are_complete_and_sane() -> None:
-    rows = bench.run(digits=2, single=1)
+def test_quick_benchmark_rows_are_complete_and_sane(tmp_path: Path) -> None:
+    rows = bench.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "counterfactual.json").read_text())
+    assert saved["digits"] == 1 and [r["pairs"] for r in saved["rows"]] == [2] * len(bench.METHODS)
     assert [r["method"] for r in rows] == list(bench.METHODS)
     for r in rows:
-        assert r["pairs"] == 4 and 0 <= r["reached"] <= 1
+        assert r["pairs"] == 2 and 0 <= r["reached"] <= 1
         assert r["s_per_pair_batched"] > 0 and r["s_per_pair_single"] > 0
         if r["reached"] > 0:
             assert 0 < r["l2_q1"] <= r["l2_median"] <= r["l2_q3"] < 28  # at most the image's diagonal
     ours, walk = rows[0], rows[-1]
-    # on 4 pairs some slides stop above tol (a fast-curving boundary), so only what a sample this
+    # on 2 pairs some slides stop above tol (a fast-curving boundary), so only what a sample this
     # small shows for sure: a certificate below the attacks' ~0.8-1, and nearer than the old walk
     assert ours["reached"] == 1.0 and ours["kkt_median"] < 0.7
     assert ours["l2_median"] < walk["l2_median"]
-    text = bench.markdown(rows, 2)
-    assert text.count("\n| ") == len(rows) + 1 and "4 pairs" in text
+    text = bench.markdown(rows, 1)
+    assert text.count("\n| ") == len(rows) + 1 and "2 pairs" in text
 
 
 def test_pairs_are_the_runner_up_and_a_different_random_class() -> None:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_jax._callables import StaticPart, merge_callable, split_callable
+from manifold_jax._callables import StaticPart, filter_jit, merge_callable, split_callable
 from manifold_jax._checks import check_finite, check_float_array, is_concrete, warn_user
 from manifold_jax.explore.guides import Goal, Guide, NoGuide, Target
 from manifold_jax.geometry import output_size
@@ -112,12 +112,8 @@ def init_state(x0: Any, key: Any, *, f: Callable[..., jax.Array] | None = None, 
     if f is None:
         anchor = jnp.zeros((*lead, 0), x.dtype)
     else:
-        if x.ndim == 3:
-            args_b = batch_args(args, x.shape[0], True)
-            anchor = jax.vmap(lambda xi, ai: f(xi, *ai))(x, args_b)
-        else:
-            anchor = f(x, *(args if isinstance(args, tuple) else (args,)))
-        anchor = jnp.asarray(anchor, x.dtype)
+        args_b = batch_args(args, x.shape[0], True) if x.ndim == 3 else (args if isinstance(args, tuple) else (args,))
+        anchor = jnp.asarray(_outputs(f, x, args_b), x.dtype)
     zeros_i = jnp.zeros(lead, jnp.int32)
     return ExplorationState(
         x=x, key=raw, iteration=jnp.zeros((), jnp.int32), stalls=zeros_i, origin=x, anchor=anchor,
@@ -125,6 +121,15 @@ def init_state(x0: Any, key: Any, *, f: Callable[..., jax.Array] | None = None, 
         arc_length=jnp.zeros(lead, x.dtype), stopped=jnp.zeros(lead, bool), stop_iteration=zeros_i - 1,
         closest=jnp.full(lead, jnp.inf, x.dtype), closest_iteration=zeros_i - 1, closest_x=x,
     )
+
+
+@filter_jit
+def _outputs(f: Callable[..., jax.Array], x: jax.Array, args: tuple[Any, ...]) -> jax.Array:
+    """f(x0) compiled, (k,) or (B, k) for a batch (B, n, d) with batched args: one program, where
+    evaluating a model primitive by primitive takes seconds."""
+    if x.ndim == 3:
+        return jax.vmap(lambda xi, ai: f(xi, *ai))(x, args)
+    return f(x, *args)
 
 
 def batch_args(args: Any, batch: int, batched: bool) -> tuple[Any, ...]:

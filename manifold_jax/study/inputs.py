@@ -19,6 +19,7 @@ import numpy as np
 
 from manifold_jax.attribution import select_tokens, token_importance
 from manifold_jax.explore import check_exploration, init_state
+from manifold_jax.interpret import predict
 from manifold_jax.models.base import Task
 from manifold_jax.study.errors import ModalityError, TextTooLongError
 from manifold_jax.study.spec import COUNTERFACTUAL, ImageFile, MnistImage, StudySpec, Text
@@ -322,7 +323,7 @@ def prepare(spec: StudySpec, model: Any | None = None) -> Prepared:
     if model.modality == "image":
         arrays["raw"] = np.asarray(raw)
     if COUNTERFACTUAL in spec.runs:
-        logits = np.asarray(jax.vmap(model.head)(x0, ctx))
+        logits = predict(model, x0, ctx)
         labels = tuple(spec.labels) or tuple(str(label) for label in model.labels)
         arrays["target"] = counterfactual_targets(spec, logits, labels)
     _check_runs(model, spec, x0, ctx, select, box, arrays.get("target"))
