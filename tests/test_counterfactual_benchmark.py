@@ -60,3 +60,21 @@ def test_the_readme_and_results_quote_the_recorded_run() -> None:
     row = (f"| ours (`mj.counterfactual`) | **{ours['reached']:.0%} ({reached} / {ours['pairs']})** | "
            f"**{ours['l2_median']:.3f}** [{ours['l2_q1']:.3f}, {ours['l2_q3']:.3f}]")
     assert row.replace("100%", "100 %") in results
+
+
+@pytest.mark.slow
+def test_the_sentence_run_keeps_the_fixed_tokens_and_stays_in_the_box(full_size: bool) -> None:
+    """One held-out sentence (2 pairs) in embedding space: the methods move only the words'
+    embeddings and stay in the theoretical box, and ours reaches both targets with a certificate
+    (CI size: ours and DeepFool; --full adds FMN, whose 100 steps run op by op through eagerpy)."""
+    whole = bench.task("minilm-topics", 1)
+    assert whole.x0.shape[0] == 2 and not whole.tokens.all()  # [CLS] and [SEP] are fixed
+    fixed = ~whole.tokens
+    runners = {"ours": bench.run_ours, "deepfool": bench.run_deepfool, **({"fmn": bench.run_fmn} if full_size else {})}
+    found = {name: runner(whole) for name, runner in runners.items()}
+    for name, x in found.items():
+        np.testing.assert_array_equal(x[fixed], whole.x0[fixed], err_msg=name)
+        if name != "fmn":  # FMN's point is clipped to the per-coordinate box by measure
+            assert np.all(x >= whole.lo) and np.all(x <= whole.hi), name
+    m = bench.measure(whole, found["ours"])
+    assert m["reached"].all() and np.all(m["distance"] > 0) and np.median(m["kkt"]) < 0.7
