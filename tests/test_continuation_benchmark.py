@@ -110,7 +110,7 @@ def test_quick_drift_rows_cover_both_dtypes_and_step_lengths(continuation_quick:
 @pytest.mark.xdist_group("benchmarks")
 def test_quick_counterfactuals_reach_their_target_or_say_not(continuation_quick: tuple) -> None:
     blocks = {b["model"]: b for b in continuation_quick[0]["counterfactual"]}
-    assert set(blocks) == {"mnist-vit", "minilm-topics"}
+    assert set(blocks) == {"mnist-vit"}  # quick: the digits (the full run adds the sentences)
     for block in blocks.values():
         targeted = block["ours"]["targeted"]
         assert len(targeted) == 4  # 2 inputs x (runner-up, least likely)
@@ -122,7 +122,7 @@ def test_quick_counterfactuals_reach_their_target_or_say_not(continuation_quick:
         (ref,) = block["reference"]
         assert ref["steps"] == 3 and -1 <= ref["first_change"] <= 3 and ref["seconds_per_iteration"] > 0
     page = (continuation_quick[1] / "continuation.md").read_text()
-    assert "### mnist-vit" in page and "### minilm-topics" in page
+    assert "### mnist-vit" in page
 
 
 @pytest.mark.slow

@@ -65,12 +65,15 @@ def test_the_readme_and_results_quote_the_recorded_run() -> None:
 @pytest.mark.slow
 def test_the_sentence_run_keeps_the_fixed_tokens_and_stays_in_the_box(full_size: bool) -> None:
     """One held-out sentence (2 pairs) in embedding space: the methods move only the words'
-    embeddings and stay in the theoretical box, and ours reaches both targets with a certificate
-    (CI size: ours and DeepFool; --full adds FMN, whose 100 steps run op by op through eagerpy)."""
+    embeddings and stay in the theoretical box, and ours reaches both targets with a certificate.
+    With --full only (about a minute: two more programs of the sentence model to compile; the
+    recorded run in benchmarks/results/counterfactual_text.json is the same code at full size)."""
+    if not full_size:
+        pytest.skip("the sentence counterfactual benchmark at one sentence: with --full")
     whole = bench.task("minilm-topics", 1)
     assert whole.x0.shape[0] == 2 and not whole.tokens.all()  # [CLS] and [SEP] are fixed
     fixed = ~whole.tokens
-    runners = {"ours": bench.run_ours, "deepfool": bench.run_deepfool, **({"fmn": bench.run_fmn} if full_size else {})}
+    runners = {"ours": bench.run_ours, "deepfool": bench.run_deepfool, "fmn": bench.run_fmn}
     found = {name: runner(whole) for name, runner in runners.items()}
     for name, x in found.items():
         np.testing.assert_array_equal(x[fixed], whole.x0[fixed], err_msg=name)
