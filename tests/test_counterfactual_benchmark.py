@@ -81,3 +81,21 @@ def test_the_sentence_run_keeps_the_fixed_tokens_and_stays_in_the_box(full_size:
             assert np.all(x >= whole.lo) and np.all(x <= whole.hi), name
     m = bench.measure(whole, found["ours"])
     assert m["reached"].all() and np.all(m["distance"] > 0) and np.median(m["kkt"]) < 0.7
+
+
+def test_the_readme_and_results_quote_the_recorded_sentence_run() -> None:
+    """The sentence figures of the README and RESULTS are those of benchmarks/results/counterfactual_text.json."""
+    root = Path(__file__).resolve().parents[1]
+    saved = json.loads((root / "benchmarks/results/counterfactual_text.json").read_text())
+    assert saved["model"] == "minilm-topics"
+    rows = {r["method"]: r for r in saved["rows"]}
+    readme = " ".join((root / "README.md").read_text().split())
+    results = " ".join((root / "benchmarks/RESULTS.md").read_text().split())
+    ours, fmn, deepfool = rows["ours"], rows["fmn"], rows["deepfool"]
+    reached = round(ours["reached"] * ours["pairs"])
+    assert (f"ours reached {reached} of {ours['pairs']}, median embedding L2 **{ours['l2_median']:.3f}** against "
+            f"FMN {fmn['l2_median']:.3f} and DeepFool {deepfool['l2_median']:.3f}") in readme
+    assert f"{ours['s_per_pair_batched']:.2f} s per pair batched" in readme
+    row = (f"| ours (`mj.counterfactual`) | **{ours['reached']:.0%} ({reached} / {ours['pairs']})** | "
+           f"**{ours['l2_median']:.3f}** [{ours['l2_q1']:.3f}, {ours['l2_q3']:.3f}]")
+    assert row.replace("100%", "100 %") in results
