@@ -26,7 +26,7 @@ competing classes), seconds per pair batched (all pairs in one call, after a war
 compiles) and one pair at a time (the first ``--single`` pairs, warm). ``--quick``: 1 input.
 
     python benchmarks/counterfactual.py --digits 30 --out benchmarks/results
-    python benchmarks/counterfactual.py --model minilm-topics --digits 54 --out benchmarks/results
+    python benchmarks/counterfactual.py --model minilm-topics --digits 30 --single 2 --out benchmarks/results
 """
 
 from __future__ import annotations
