@@ -85,7 +85,7 @@ def draw_figures(study: Study, model: Any, files: StudyFiles, projections: dict[
 def _counterfactual_caption(traj: Any, b: int, certificate: dict[str, list[Any]] | None = None) -> str:
     """Where item b's counterfactual path stopped, and how far it moved the input (with its certificate)."""
     if certificate is not None:
-        return certificate_text({k: v[b] for k, v in certificate.items()})
+        return certificate_text({k: v[b] for k, v in certificate.items()}, sep="\n")
     stop = int(np.asarray(traj.final.stop_iteration)[b])
     moved = f"|x - x0| = {float(traj.distance[b][-1]):.3g}"
     if stop < 0:

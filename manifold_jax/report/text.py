@@ -38,11 +38,14 @@ def describe_input(source: str, index: int, limit: int = 60) -> str:
     return f"input {index}: {text}"
 
 
-def certificate_text(c: dict[str, Any]) -> str:
-    """The closest counterfactual's figures: L2 distance, margin, KKT residual (0 at the closest point)."""
+def certificate_text(c: dict[str, Any], sep: str = ", ") -> str:
+    """The closest counterfactual's figures: L2 distance, margin, KKT residual (0 at the closest point).
+
+    ``sep`` goes between the distance and the certificate ("\n" for a figure title that must
+    fit a narrow panel)."""
     if not c["reached"]:
         return f"closest counterfactual not reached within the box and the step budget (L2 {c['distance']:.3g})"
-    return (f"closest counterfactual: L2 {c['distance']:.3g}, margin {c['margin']:.2g}, KKT residual {c['kkt']:.2g}"
+    return (f"closest counterfactual: L2 {c['distance']:.3g}{sep}margin {c['margin']:.2g}, KKT residual {c['kkt']:.3g}"
             f"{'' if c['converged'] else ' (above tol)'}")
 
 
