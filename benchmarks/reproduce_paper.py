@@ -36,6 +36,7 @@ import numpy as np
 
 from manifold_jax import analysis
 from manifold_jax.data import demo_sentences, load_sentences, mnist_split
+from manifold_jax.models.embedded import embedded_path, is_embedded
 from manifold_jax.report import pooled_rho_v, projection_summary, study_metrics, study_projections
 from manifold_jax.study import MnistImage, StudyInput, StudySpec, Text, load_model, load_study, run_study
 
@@ -117,6 +118,28 @@ PAPER_S5 = {  # Wasserstein-1, embedding vs interpretation
     ("text", "simexp", 10, "q2"): "0.820 (0.239)",
 }
 PAPER_S6 = {("images", 1): "99.287", ("images", 10): "28.178", ("text", 1): "8.760", ("text", 10): "2.480"}
+
+PAPER_AUTHORS = {  # the authors' tables/ folder, catchup.csv and pixel_diff.csv (MNIST; MHS for text):
+    # (data, algorithm, eta, tokens) -> (catch-up share, confidence correlation, decoded change: mean (std))
+    ("images", "simec", 1, "all"): ("0.0", "0.097 (0.583)", "0.0006 (0.0001)"),
+    ("images", "simec", 1, "one"): ("0.0", "nan (nan)", "0.0 (0.0)"),
+    ("images", "simec", 1, "q2"): ("0.0", "-0.393 (0.531)", "0.0004 (0.0001)"),
+    ("images", "simec", 10, "all"): ("0.0", "0.113 (0.562)", "0.0055 (0.001)"),
+    ("images", "simec", 10, "one"): ("0.0", "nan (nan)", "0.0003 (0.0002)"),
+    ("images", "simec", 10, "q2"): ("0.0", "-0.034 (0.624)", "0.0043 (0.001)"),
+    ("images", "simexp", 1, "all"): ("0.0", "0.552 (0.557)", "0.0009 (0.0001)"),
+    ("images", "simexp", 1, "one"): ("0.0", "nan (nan)", "0.0001 (0.0)"),
+    ("images", "simexp", 1, "q2"): ("0.0", "0.834 (0.310)", "0.0007 (0.0001)"),
+    ("images", "simexp", 10, "all"): ("0.0", "0.497 (0.497)", "0.0062 (0.001)"),
+    ("images", "simexp", 10, "one"): ("0.0", "0.870 (0.018)", "0.0005 (0.0003)"),
+    ("images", "simexp", 10, "q2"): ("0.033", "0.391 (0.443)", "0.0051 (0.0011)"),
+    ("text", "simec", 1, "all"): ("0.0", "-0.119 (0.331)", "0.0074 (0.0228)"),
+    ("text", "simec", 10, "all"): ("0.0", "0.100 (0.397)", "0.0392 (0.0557)"),
+    ("text", "simexp", 1, "all"): ("0.051", "-0.083 (0.328)", "0.4595 (0.2862)"),
+    ("text", "simexp", 10, "all"): ("0.718", "0.047 (0.327)", "6.6579 (2.8916)"),
+    ("text", "simexp", 10, "one"): ("0.077", "0.126 (0.408)", "0.0 (0.0)"),
+    ("text", "simexp", 10, "q2"): ("0.436", "-0.036 (0.329)", "0.8795 (0.7035)"),
+}
 
 PAPER_NOTE = """\
 ## What differs from the paper's setting, and why
@@ -202,7 +225,22 @@ def _run_values(study: Any, metrics: dict[str, Any], algorithm: str) -> dict[str
         "interp_ranking_changes": [analysis.ranking_inversions(q).total for q in interp],
         "w1": [r["interpretation"]["wasserstein1_01_mean"] for r in rows],
         "agreement": [r["interpretation"]["prediction_agreement"] for r in rows],
+        "catch_up": [r["interpretation"]["catch_up"]["fraction"] or 0.0 for r in rows],
+        "confidence_correlation": [r["interpretation"]["top_probability_pearson"] for r in rows],
+        "decoded_change": _decoded_change(study.interpretations[algorithm].inputs),
     }
+
+
+def _decoded_change(decoded: np.ndarray) -> list[float]:
+    """Per input, how far its decoded inputs are from the first one, averaged over the saved points
+    after it: the mean |pixel change| for images (B, S, H, W, C); for sentences (B, S, n), the
+    number of tokens that differ."""
+    start = decoded[:, :1]
+    if decoded.ndim == 5:
+        change = np.abs(decoded[:, 1:].astype(np.float64) - start).mean(axis=(2, 3, 4))
+    else:
+        change = (decoded[:, 1:] != start).sum(axis=2).astype(np.float64)
+    return [float(v) for v in change.mean(axis=1)]
 
 
 def _agreement(study: Any, algorithm: str, every: int) -> dict[str, Any]:
@@ -228,8 +266,8 @@ def main() -> None:
                              "0 skips the projection)")
     parser.add_argument("--threshold", default="1e-4", help="relative level or 'reference'")
     parser.add_argument("--image-model", default="mnist-vit",
-                        help="the digits' model: mnist-vit (default) or the directory of a ViT of the paper's 2x2 "
-                             "shape (manifold-jax train mnist-vit-paper --out DIR)")
+                        help="the digits' model: mnist-vit (default), mnist-vit-paper (the paper's 2x2 shape) or the "
+                             "directory of a ViT of that shape (manifold-jax train mnist-vit-paper --out DIR)")
     parser.add_argument("--table", default=str(Path(__file__).with_name("REPRODUCTION.md")))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
@@ -272,13 +310,46 @@ def main() -> None:
 
 
 def _image_kind(parser: argparse.ArgumentParser, value: str) -> str:
-    """"mnist-vit", or "paper" for the directory of a ViT with the paper's 2x2 patches."""
+    """"mnist-vit", or "paper" for ``mnist-vit-paper`` or the directory of a ViT with the paper's 2x2 patches."""
     if value == "mnist-vit":
         return value
-    config = Path(value) / "config.json"
+    config = (embedded_path(value) if is_embedded(value) else Path(value)) / "config.json"
     if not config.is_file() or json.loads(config.read_text()).get("patch_size") != 2:
-        parser.error(f"--image-model: expected mnist-vit or the directory of a 2x2-patch MNIST ViT, got {value!r}")
+        parser.error(f"--image-model: expected mnist-vit, mnist-vit-paper or the directory of a 2x2-patch MNIST ViT, "
+                     f"got {value!r}")
     return "paper"
+
+
+def _authors_table(results: dict[Config, dict[str, Any]]) -> list[str]:
+    """Ours beside the authors' aggregated tables (catch-up share, confidence correlation, decoded change)."""
+    lines = [
+        "",
+        "## The authors' aggregated tables (their repository's `tables/`: catchup.csv, pixel_diff.csv)",
+        "",
+        "*Catch-up share*: per input, the fraction of the embedding's class changes that the decoded input "
+        "follows within 10 saved points (an input without a change counts 0), mean over inputs. *Confidence "
+        "correlation*: Pearson correlation of the top-class probability of the embedding and of its decoded "
+        "input along the run, mean (std) over the inputs where both vary. *Decoded change*: how far the decoded "
+        "input is from its first decoding, averaged over the saved points: mean |pixel change| (images) or tokens "
+        "changed (sentences). The authors' tables give no definition beyond their column names, so this last "
+        "column compares magnitudes, not a checked identical formula.",
+        "",
+        "| data | algorithm | eta | tokens | catch-up share: authors | ours | confidence correlation: authors | "
+        "ours | decoded change: authors | ours |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for config, entry in results.items():
+        for algorithm in config.algorithms:
+            key = (config.data, algorithm, config.eta, config.select)
+            paper = PAPER_AUTHORS.get(key) if config.space == "embeddings" else None
+            p = paper or ("n/a", "n/a", "n/a")
+            run = entry["runs"][algorithm]
+            data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
+            change = _ms(run["decoded_change"], 4 if config.data == "images" else 3)
+            lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
+                         f"{np.mean(run['catch_up']):.3f} | {p[1]} | {_ms(run['confidence_correlation'])} | "
+                         f"{p[2]} | {change} |")
+    return lines
 
 
 def _cell(results: dict[Config, dict[str, Any]], data: str, algorithm: str, eta: float, select: str,
@@ -385,6 +456,7 @@ def _tables(results: dict[Config, dict[str, Any]], args: argparse.Namespace, sec
             data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
             lines.append(f"| {data} | {config.eta:g} | {paper or 'n/a'} | {entry['rho_v']:.3f} | "
                          f"{entry['rho_v_geometric']:.3f} |")
+    lines += _authors_table(results)
     agreements = [(c, e["agreement"]) for c, e in results.items() if "agreement" in e]
     if agreements:
         lines += [

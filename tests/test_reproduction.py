@@ -37,6 +37,13 @@ def test_a_tiny_run_writes_the_side_by_side_tables(tmp_path: Path) -> None:
     t6 = [line for line in _section(text, "## Supplement Table 6") if line.startswith("| MNIST")]
     assert len(t6) == 1 and "99.287" in t6[0] and float(t6[0].split("|")[4]) > 0
     assert "## What differs from the paper's setting" in text and "not run" in text  # eta 10 was skipped
+    authors = [line.split("|")[1:-1] for line in _section(text, "## The authors' aggregated tables")
+               if line.startswith("| MNIST")]
+    assert [[c.strip() for c in r[:6]] for r in authors] == [  # three steps in the class: nothing to catch up
+        ["MNIST", "simec", "1", "all", "0.0", "0.000"], ["MNIST", "simexp", "1", "all", "0.0", "0.000"]]
+    assert authors[0][6].strip() == "0.097 (0.583)" and authors[0][8].strip() == "0.0006 (0.0001)"
+    simec_change = float(authors[0][9].split()[0])  # three steps of a 1e-2-scale walk: a small pixel change
+    assert 0 <= simec_change < 0.05, authors[0]
 
 
 @pytest.mark.slow
@@ -64,7 +71,8 @@ def test_the_papers_shape_and_threshold_are_run_and_stated(tmp_path: Path) -> No
 
     bad = subprocess.run([*cmd[:-6], "--image-model", str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "--image-model: expected mnist-vit or the directory of a 2x2-patch" in bad.stderr
+    assert bad.returncode == 2
+    assert "--image-model: expected mnist-vit, mnist-vit-paper or the directory of a 2x2-patch" in bad.stderr
 
 
 def test_a_rerun_keeps_the_hand_written_reading(tmp_path: Path) -> None:
