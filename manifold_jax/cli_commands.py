@@ -95,10 +95,11 @@ def _short(text: str, limit: int = 40) -> str:
 
 def _spec_from_args(args: argparse.Namespace) -> Any:
     from manifold_jax.explore import ALGORITHMS
+    from manifold_jax.models.embedded import EMBEDDED
     from manifold_jax.study import StudySpec
 
     if args.model is None:
-        raise CliError("--model is required (mnist-vit, minilm-topics, a directory or a hub id)")
+        raise CliError(f"--model is required ({', '.join(EMBEDDED)}, a directory or a hub id)")
     inputs, args.sources = _inputs(args)
     if not inputs:
         raise CliError("no inputs: give --mnist, --image, --image-dir, --text or --text-file")

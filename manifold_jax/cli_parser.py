@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from manifold_jax.cli_errors import EXIT_USAGE
+from manifold_jax.models.embedded import EMBEDDED
 
 
 class CliParser(argparse.ArgumentParser):
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run SiMEC and/or SiMExp on images or texts and write trajectories, "
                                    "interpretations, metrics and figures to --out.")
     p.add_argument("--model", default=None,
-                   help="embedded model (mnist-vit, minilm-topics), a local model directory or a hub id")
+                   help=f"embedded model ({', '.join(EMBEDDED)}), a local model directory or a hub id")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="model head (default: the model family's, classification for classifiers; for a causal "
                         "LM such as GPT-2, lm-top5: the next-token logits of the 5 likeliest tokens at the prompt, "
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     t.add_argument("--epochs", type=int, default=None,
                    help="mnist-vit / mnist-vit-paper only: training epochs (default: the shipped model's; "
-                        "mnist-vit 100, ~15 min on 2 cores)")
+                        "100 for both: mnist-vit ~15 min, mnist-vit-paper ~50 min on 2 cores)")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return parser
 

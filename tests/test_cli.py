@@ -142,7 +142,7 @@ def test_an_input_of_the_wrong_kind_names_the_model_kind(workdir: Path, capsys: 
 
 def test_a_mistyped_model_names_the_embedded_ones(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = fails_in_one_line(["explore", "--model", "mnist_vit", "--mnist", "3", "--out", "o"], capsys,
-                 "embedded models: mnist-vit, minilm-topics. Did you mean 'mnist-vit'?")
+                 "embedded models: mnist-vit, mnist-vit-paper, minilm-topics. Did you mean 'mnist-vit'?")
     assert err.count("(") == err.count(")"), err
 
 

@@ -157,10 +157,10 @@ def test_unknown_names_name_the_embedded_models_without_the_network(monkeypatch:
         with pytest.raises(FileNotFoundError) as err:
             mm.load(name)
         message = str(err.value)
-        assert "\n" not in message and "mnist-vit, minilm-topics" in message, message
+        assert "\n" not in message and "mnist-vit, mnist-vit-paper, minilm-topics" in message, message
     assert calls == []
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=r"cannot be reached.*mnist-vit, minilm-topics") as err:
+    with pytest.raises(FileNotFoundError, match=r"cannot be reached.*mnist-vit, mnist-vit-paper, minilm-topics") as err:
         mm.load("some-org/some-model")
     assert "\n" not in str(err.value) and [c["local_files_only"] for c in calls] == [True]
 

