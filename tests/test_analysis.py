@@ -377,3 +377,26 @@ def test_stop_sentence_says_where_a_counterfactual_ended() -> None:
     assert A.stop_sentence(2, 1, 41, 1, 41, labels) == "input 2 reached class politics at iteration 41"
     assert A.stop_sentence(0, 9, 17, 7, 20) == "input 0 left its class for class 7 (target class 9) at iteration 17"
     assert A.stop_sentence(1, 2, -1, 0, 1000, labels) == "input 1 did not reach class science in 1000 iterations"
+
+
+def test_a_patch_simexp_left_still_counts_as_a_zero_ratio_after_json() -> None:
+    """A token SiMExp never moved (SiMEC did) has rho_V,i = 0: -inf in log10, which strict JSON writes
+    as null like a +inf ratio. ``pooled_rho_v`` on the JSON must give the mean with that patch at 0
+    (the in-memory ``rho_v``), not an infinite rho_V; a token SiMEC never moved stays +inf."""
+    from manifold_jax.report import pooled_rho_v
+
+    rng = np.random.default_rng(3)
+    t, n, d = 12, 2, 5
+    pts = np.cumsum(rng.normal(size=(t, n, d)), axis=0)
+    simec = pts * 0.1
+    pts[:, 1] = pts[0, 1]  # SiMExp leaves token 1 where it started
+    logits = rng.normal(size=(t, 3))
+    back = json.loads(json.dumps(A.summarize(logits=logits, points=pts, points_simec=simec), allow_nan=False))
+    ratio = back["volume_ratio"]
+    assert ratio["per_token_log10_ratio"][1] is None and ratio["zero_ratio_tokens"] == [1]
+    expected = A.volume_ratio(pts, simec).rho_v
+    assert expected == pytest.approx(10.0 ** ratio["n_components"][0] / 2, rel=1e-9)
+    assert pooled_rho_v([ratio]) == pytest.approx(expected, rel=1e-9)
+    # the other way round: SiMEC still on token 1, SiMExp moving it: an infinite ratio
+    back = json.loads(json.dumps(A.summarize(logits=logits, points=simec * 10, points_simec=pts), allow_nan=False))
+    assert back["volume_ratio"]["zero_ratio_tokens"] == [] and pooled_rho_v([back["volume_ratio"]]) == math.inf

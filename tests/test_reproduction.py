@@ -85,3 +85,21 @@ def test_a_rerun_keeps_the_hand_written_reading(tmp_path: Path) -> None:
     assert table.read_text() == text
     fresh = reproduce_paper.write_table(tmp_path / "new.md", ["# only"])
     assert fresh == "# only"
+
+
+def test_the_readme_quotes_the_paper_shape_run() -> None:
+    """README and REPRODUCTION.md quote REPRODUCTION_PAPER.md's Table 1 (SiMExp, eta 10) and its rho_V."""
+    text = (ROOT / "benchmarks" / "REPRODUCTION_PAPER.md").read_text()
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in _section(text, "## Table 1 (main text)")
+            if line.startswith("| sim")}
+    paper, ours = (float(cell.split()[0]) for cell in rows["simexp eta=10"])
+    assert "--image-model mnist-vit-paper" in text and "--threshold reference" in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    summary = " ".join((ROOT / "benchmarks" / "REPRODUCTION.md").read_text().split())
+    both = "against the paper's 20.1 in its supplement and 11.9 in its main text)"
+    assert f"({ours:.1f} class-ranking changes per 1000 iterations at eta 10 {both}" in readme
+    assert f"({ours:.1f} ranking changes per 1000 iterations at eta 10 {both}" in summary
+    t6 = [line.split("|") for line in _section(text, "## Supplement Table 6") if line.startswith("| MNIST")]
+    geometric = [float(r[5]) for r in t6]
+    assert f"geometric mean {geometric[0]:.0f} and {geometric[1]:.0f} at eta 1 and 10" in summary
+    assert paper == 11.91  # the main text's figure; 20.1 is the supplement's (PAPER_S1)

@@ -145,6 +145,8 @@ def _volumes(points: npt.ArrayLike | None, token_mask: npt.ArrayLike | None, poi
             "rho_v": rv.rho_v,
             "log10_rho_v": rv.log_rho_v / math.log(10.0),
             "per_token_log10_ratio": rv.per_token_log_ratio / math.log(10.0),
+            # JSON writes both infinities as null: these positions are the zero ratios (-inf)
+            "zero_ratio_tokens": np.flatnonzero(np.isneginf(rv.per_token_log_ratio)),
             "geometric_mean": rv.geometric_mean,
             "log10_product_over_tokens": rv.log10_product_over_tokens,
             "n_components": rv.n_components,

@@ -105,8 +105,13 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
     """The paper's rho_V over inputs: the mean of the per-patch ratios of every input, pooled
-    (from their log10 values in metrics.json; None there is an infinite ratio)."""
-    logs = [math.inf if v is None else float(v) for r in ratios for v in r.get("per_token_log10_ratio", [])]
+    (from their log10 values in metrics.json, where None is an infinite ratio, or a zero one
+    at the positions listed in ``zero_ratio_tokens``: SiMExp did not move that patch)."""
+    logs: list[float] = []
+    for r in ratios:
+        zeros = set(r.get("zero_ratio_tokens", ()))
+        logs += [(-math.inf if i in zeros else math.inf) if v is None else float(v)
+                 for i, v in enumerate(r.get("per_token_log10_ratio", []))]
     if not logs:
         return float("nan")
     top = max(logs)
