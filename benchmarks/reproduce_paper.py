@@ -27,6 +27,7 @@ import datetime
 import json
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,18 @@ def _image_kind(parser: argparse.ArgumentParser, value: str) -> str:
     return "paper"
 
 
+def _rows(results: dict[Config, dict[str, Any]], table: dict[Any, Any],
+          missing: Any) -> Iterator[tuple[Config, str, str, Any, dict[str, Any]]]:
+    """Per exploration run: (config, algorithm, data label, the published figures of ``table`` or
+    ``missing``, the run's values)."""
+    for config, entry in results.items():
+        for algorithm in config.algorithms:
+            key = (config.data, algorithm, config.eta, config.select)
+            paper = table.get(key) if config.space == "embeddings" else None
+            data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
+            yield config, algorithm, data, paper or missing, entry["runs"][algorithm]
+
+
 def _authors_table(results: dict[Config, dict[str, Any]]) -> list[str]:
     """Ours beside the authors' aggregated tables (catch-up share, confidence correlation, decoded change)."""
     lines = [
@@ -339,17 +352,11 @@ def _authors_table(results: dict[Config, dict[str, Any]]) -> list[str]:
         "ours | decoded change: authors | ours |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for config, entry in results.items():
-        for algorithm in config.algorithms:
-            key = (config.data, algorithm, config.eta, config.select)
-            paper = PAPER_AUTHORS.get(key) if config.space == "embeddings" else None
-            p = paper or ("n/a", "n/a", "n/a")
-            run = entry["runs"][algorithm]
-            data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
-            change = _ms(run["decoded_change"], 4 if config.data == "images" else 3)
-            lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
-                         f"{np.mean(run['catch_up']):.3f} | {p[1]} | {_ms(run['confidence_correlation'])} | "
-                         f"{p[2]} | {change} |")
+    for config, algorithm, data, p, run in _rows(results, PAPER_AUTHORS, ("n/a", "n/a", "n/a")):
+        change = _ms(run["decoded_change"], 4 if config.data == "images" else 3)
+        lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
+                     f"{np.mean(run['catch_up']):.3f} | {p[1]} | {_ms(run['confidence_correlation'])} | "
+                     f"{p[2]} | {change} |")
     return lines
 
 
@@ -399,16 +406,10 @@ def _tables(results: dict[Config, dict[str, Any]], args: argparse.Namespace, sec
         "Spearman: paper | ours |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for config, entry in results.items():
-        for algorithm in config.algorithms:
-            key = (config.data, algorithm, config.eta, config.select)
-            paper = PAPER_S1.get(key) if config.space == "embeddings" else None
-            p = paper or ("n/a", "n/a", "n/a")
-            run = entry["runs"][algorithm]
-            data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
-            lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
-                         f"{_ms(run['prediction_changes'])} | {p[1]} | {_ms(run['ranking_changes'])} | {p[2]} | "
-                         f"{_ms(run['spearman'])} |")
+    for config, algorithm, data, p, run in _rows(results, PAPER_S1, ("n/a", "n/a", "n/a")):
+        lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
+                     f"{_ms(run['prediction_changes'])} | {p[1]} | {_ms(run['ranking_changes'])} | {p[2]} | "
+                     f"{_ms(run['spearman'])} |")
     lines += [
         "",
         "## Supplement Table 2: changes measured on the interpretations (decoded inputs)",
@@ -416,15 +417,9 @@ def _tables(results: dict[Config, dict[str, Any]], args: argparse.Namespace, sec
         "| data | algorithm | eta | tokens | prediction changes: paper | ours | ranking changes: paper | ours |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for config, entry in results.items():
-        for algorithm in config.algorithms:
-            key = (config.data, algorithm, config.eta, config.select)
-            paper = PAPER_S2.get(key) if config.space == "embeddings" else None
-            p = paper or ("n/a", "n/a")
-            run = entry["runs"][algorithm]
-            data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
-            lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
-                         f"{_ms(run['interp_prediction_changes'])} | {p[1]} | {_ms(run['interp_ranking_changes'])} |")
+    for config, algorithm, data, p, run in _rows(results, PAPER_S2, ("n/a", "n/a")):
+        lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {p[0]} | "
+                     f"{_ms(run['interp_prediction_changes'])} | {p[1]} | {_ms(run['interp_ranking_changes'])} |")
     lines += [
         "",
         "## Supplement Table 5: Wasserstein-1 distance between the embedding's and the interpretation's predictions",
@@ -432,15 +427,10 @@ def _tables(results: dict[Config, dict[str, Any]], args: argparse.Namespace, sec
         "| data | algorithm | eta | tokens | paper | ours | ours: arg-max agreement |",
         "|---|---|---|---|---|---|---|",
     ]
-    for config, entry in results.items():
-        for algorithm in config.algorithms:
-            key = (config.data, algorithm, config.eta, config.select)
-            paper = PAPER_S5.get(key) if config.space == "embeddings" else None
-            run = entry["runs"][algorithm]
-            data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
-            agree = 100 * float(np.mean(run["agreement"]))
-            lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {paper or 'n/a'} | "
-                         f"{_ms(run['w1'])} | {agree:.0f} % |")
+    for config, algorithm, data, paper, run in _rows(results, PAPER_S5, "n/a"):
+        agree = 100 * float(np.mean(run["agreement"]))
+        lines.append(f"| {data} | {algorithm} | {config.eta:g} | {config.select} | {paper} | "
+                     f"{_ms(run['w1'])} | {agree:.0f} % |")
     lines += [
         "",
         "## Supplement Table 6: explored-volume ratio rho_V (per patch, averaged over patches and inputs)",
