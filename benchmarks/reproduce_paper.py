@@ -38,7 +38,13 @@ import numpy as np
 from manifold_jax import analysis
 from manifold_jax.data import demo_sentences, load_sentences, mnist_split
 from manifold_jax.models.embedded import embedded_path, is_embedded
-from manifold_jax.report import pooled_rho_v, projection_summary, study_metrics, study_projections
+from manifold_jax.report import (
+    per_patch_log10_ratios,
+    pooled_rho_v,
+    projection_summary,
+    study_metrics,
+    study_projections,
+)
 from manifold_jax.study import MnistImage, StudyInput, StudySpec, Text, load_model, load_study, run_study
 
 
@@ -300,8 +306,10 @@ def main() -> None:
         if "simec" in config.algorithms and "simexp" in config.algorithms:
             ratios = [e["simexp"]["volume_ratio"] for e in metrics["inputs"]]
             entry["rho_v"] = pooled_rho_v(ratios)
-            logs = [v for r in ratios for v in r["per_token_log10_ratio"] if v is not None]
-            entry["rho_v_geometric"] = float(10.0 ** np.mean(logs)) if logs else float("nan")
+            logs = per_patch_log10_ratios(ratios)
+            finite = [v for v in logs if np.isfinite(v)]
+            entry["rho_v_geometric"] = float(10.0 ** np.mean(finite)) if finite else float("nan")
+            entry["rho_v_patches"] = (len(logs) - len(finite), len(logs))
         if config.data == "text" and config.eta == 10 and config.select == "all" and args.projection_every > 0:
             entry["agreement"] = {a: _agreement(study, a, args.projection_every) for a in config.algorithms}
         entry["seconds"] = time.time() - t0
@@ -436,17 +444,20 @@ def _tables(results: dict[Config, dict[str, Any]], args: argparse.Namespace, sec
         "## Supplement Table 6: explored-volume ratio rho_V (per patch, averaged over patches and inputs)",
         "",
         "The paper's figure is the arithmetic mean of the per-patch ratios; their geometric mean (a typical "
-        "patch) is shown beside ours, since a few patches with very large ratios dominate the arithmetic mean.",
+        "patch) is shown beside ours, since a few patches with very large ratios dominate the arithmetic mean. "
+        "The geometric mean is over the patches with a finite, non-zero ratio; the last column counts the "
+        "others (patches where one of the two runs has zero extent along the pooled components).",
         "",
-        "| data | eta | paper | ours | ours: geometric mean over patches |",
-        "|---|---|---|---|---|",
+        "| data | eta | paper | ours | ours: geometric mean over patches | patches left out of it |",
+        "|---|---|---|---|---|---|",
     ]
     for config, entry in results.items():
         if "rho_v" in entry and config.select == "all":
             paper = PAPER_S6.get((config.data, config.eta)) if config.space == "embeddings" else None
             data = PAPER_DATA[config.data] + (" (pixels)" if config.space == "pixels" else "")
+            left_out, patches = entry["rho_v_patches"]
             lines.append(f"| {data} | {config.eta:g} | {paper or 'n/a'} | {entry['rho_v']:.3f} | "
-                         f"{entry['rho_v_geometric']:.3f} |")
+                         f"{entry['rho_v_geometric']:.3f} | {left_out} of {patches} |")
     lines += _authors_table(results)
     agreements = [(c, e["agreement"]) for c, e in results.items() if "agreement" in e]
     if agreements:

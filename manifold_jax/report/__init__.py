@@ -12,7 +12,13 @@ and ``report.html`` (:mod:`.html`, the interactive page). Every file is written 
 
 from manifold_jax.report.build import build_report
 from manifold_jax.report.html import MAX_FRAMES, frame_indices, page_data, render_page, write_report_html
-from manifold_jax.report.metrics import HEADLINE, counterfactual_certificate, pooled_rho_v, study_metrics
+from manifold_jax.report.metrics import (
+    HEADLINE,
+    counterfactual_certificate,
+    per_patch_log10_ratios,
+    pooled_rho_v,
+    study_metrics,
+)
 from manifold_jax.report.projections import projection_summary, report_points, study_projections
 from manifold_jax.report.text import describe_input, markdown_text
 
@@ -25,6 +31,7 @@ __all__ = [
     "frame_indices",
     "markdown_text",
     "page_data",
+    "per_patch_log10_ratios",
     "pooled_rho_v",
     "projection_summary",
     "render_page",

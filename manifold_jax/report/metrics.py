@@ -103,15 +103,22 @@ def _means(per_input: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
-    """The paper's rho_V over inputs: the mean of the per-patch ratios of every input, pooled
-    (from their log10 values in metrics.json, where None is an infinite ratio, or a zero one
-    at the positions listed in ``zero_ratio_tokens``: SiMExp did not move that patch)."""
+def per_patch_log10_ratios(ratios: list[dict[str, Any]]) -> list[float]:
+    """The log10 rho_V,i of every explored patch of every input, read back from metrics.json: a
+    None there is +inf, or -inf (a zero ratio: SiMExp did not move that patch) at the positions
+    listed in ``zero_ratio_tokens`` (JSON writes both infinities as null)."""
     logs: list[float] = []
     for r in ratios:
         zeros = set(r.get("zero_ratio_tokens", ()))
         logs += [(-math.inf if i in zeros else math.inf) if v is None else float(v)
                  for i, v in enumerate(r.get("per_token_log10_ratio", []))]
+    return logs
+
+
+def pooled_rho_v(ratios: list[dict[str, Any]]) -> float:
+    """The paper's rho_V over inputs: the mean of the per-patch ratios of every input, pooled
+    (:func:`per_patch_log10_ratios`)."""
+    logs = per_patch_log10_ratios(ratios)
     if not logs:
         return float("nan")
     top = max(logs)
