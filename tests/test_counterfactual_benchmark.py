@@ -43,23 +43,31 @@ def test_pairs_are_the_runner_up_and_a_different_random_class() -> None:
     assert np.all(target[:3] != target[3:])  # the random class is never the runner-up
 
 
-def test_the_readme_and_results_quote_the_recorded_run() -> None:
-    """The counterfactual figures of the README and RESULTS are those of benchmarks/results/counterfactual.json."""
-    import json
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[1]
 
-    root = Path(__file__).resolve().parents[1]
-    rows = {r["method"]: r for r in json.loads((root / "benchmarks/results/counterfactual.json").read_text())["rows"]}
-    readme = " ".join((root / "README.md").read_text().split())
-    results = " ".join((root / "benchmarks/RESULTS.md").read_text().split())
-    ours, fmn, deepfool = rows["ours"], rows["fmn"], rows["deepfool"]
+
+def _recorded(name: str) -> tuple[dict[str, dict], str, int]:
+    """The rows of benchmarks/results/``name``.json by method, the README with its whitespace
+    collapsed and the number of pairs ours reached; RESULTS must hold ours' table row and the README
+    its batched seconds per pair."""
+    rows = {r["method"]: r for r in json.loads((ROOT / f"benchmarks/results/{name}.json").read_text())["rows"]}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    results = " ".join((ROOT / "benchmarks/RESULTS.md").read_text().split())
+    ours = rows["ours"]
     reached = round(ours["reached"] * ours["pairs"])
-    assert f"ours reached {reached} of {ours['pairs']}, median L2 **{ours['l2_median']:.3f}**" in readme
-    assert f"FMN (L2, targeted) {fmn['l2_median']:.3f}" in readme and f"DeepFool {deepfool['l2_median']:.3f}" in readme
-    assert f"{ours['s_per_pair_batched']:.2f} s per pair batched" in readme
     row = (f"| ours (`mj.counterfactual`) | **{ours['reached']:.0%} ({reached} / {ours['pairs']})** | "
            f"**{ours['l2_median']:.3f}** [{ours['l2_q1']:.3f}, {ours['l2_q3']:.3f}]")
     assert row.replace("100%", "100 %") in results
+    assert f"{ours['s_per_pair_batched']:.2f} s per pair batched" in readme
+    return rows, readme, reached
+
+
+def test_the_readme_and_results_quote_the_recorded_run() -> None:
+    """The counterfactual figures of the README and RESULTS are those of benchmarks/results/counterfactual.json."""
+    rows, readme, reached = _recorded("counterfactual")
+    ours, fmn, deepfool = rows["ours"], rows["fmn"], rows["deepfool"]
+    assert f"ours reached {reached} of {ours['pairs']}, median L2 **{ours['l2_median']:.3f}**" in readme
+    assert f"FMN (L2, targeted) {fmn['l2_median']:.3f}" in readme and f"DeepFool {deepfool['l2_median']:.3f}" in readme
 
 
 @pytest.mark.slow
@@ -85,17 +93,8 @@ def test_the_sentence_run_keeps_the_fixed_tokens_and_stays_in_the_box(full_size:
 
 def test_the_readme_and_results_quote_the_recorded_sentence_run() -> None:
     """The sentence figures of the README and RESULTS are those of benchmarks/results/counterfactual_text.json."""
-    root = Path(__file__).resolve().parents[1]
-    saved = json.loads((root / "benchmarks/results/counterfactual_text.json").read_text())
-    assert saved["model"] == "minilm-topics"
-    rows = {r["method"]: r for r in saved["rows"]}
-    readme = " ".join((root / "README.md").read_text().split())
-    results = " ".join((root / "benchmarks/RESULTS.md").read_text().split())
+    assert json.loads((ROOT / "benchmarks/results/counterfactual_text.json").read_text())["model"] == "minilm-topics"
+    rows, readme, reached = _recorded("counterfactual_text")
     ours, fmn, deepfool = rows["ours"], rows["fmn"], rows["deepfool"]
-    reached = round(ours["reached"] * ours["pairs"])
     assert (f"ours reached {reached} of {ours['pairs']}, median embedding L2 **{ours['l2_median']:.3f}** against "
             f"FMN {fmn['l2_median']:.3f} and DeepFool {deepfool['l2_median']:.3f}") in readme
-    assert f"{ours['s_per_pair_batched']:.2f} s per pair batched" in readme
-    row = (f"| ours (`mj.counterfactual`) | **{ours['reached']:.0%} ({reached} / {ours['pairs']})** | "
-           f"**{ours['l2_median']:.3f}** [{ours['l2_q1']:.3f}, {ours['l2_q3']:.3f}]")
-    assert row.replace("100%", "100 %") in results
