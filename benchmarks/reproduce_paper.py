@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from manifold_jax import analysis
+from manifold_jax.atomic import write_text
 from manifold_jax.data import demo_sentences, load_sentences, mnist_split
 from manifold_jax.models.embedded import embedded_path, is_embedded
 from manifold_jax.report import (
@@ -509,7 +510,7 @@ def write_table(table: Path, lines: list[str]) -> str:
     if READING in previous:
         lines = [*lines, previous[previous.index(READING):].rstrip(), ""]
     text = "\n".join(lines)
-    table.write_text(text)
+    write_text(table, text)  # atomic: a killed run keeps the previous file and its hand-written reading
     return text
 
 
