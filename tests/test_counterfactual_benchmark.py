@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("foolbox")
 
 from benchmarks import counterfactual as bench
+from tests.documents import collapsed
 
 
 @pytest.mark.slow
@@ -51,8 +52,7 @@ def _recorded(name: str) -> tuple[dict[str, dict], str, int]:
     collapsed and the number of pairs ours reached; RESULTS must hold ours' table row and the README
     its batched seconds per pair."""
     rows = {r["method"]: r for r in json.loads((ROOT / f"benchmarks/results/{name}.json").read_text())["rows"]}
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    results = " ".join((ROOT / "benchmarks/RESULTS.md").read_text().split())
+    readme, results = collapsed("README.md"), collapsed("benchmarks/RESULTS.md")
     ours = rows["ours"]
     reached = round(ours["reached"] * ours["pairs"])
     row = (f"| ours (`mj.counterfactual`) | **{ours['reached']:.0%} ({reached} / {ours['pairs']})** | "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import reproduce_paper
+from tests.documents import collapsed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,8 +95,7 @@ def test_the_readme_quotes_the_paper_shape_run() -> None:
             if line.startswith("| sim")}
     paper, ours = (float(cell.split()[0]) for cell in rows["simexp eta=10"])
     assert "--image-model mnist-vit-paper" in text and "--threshold reference" in text
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    summary = " ".join((ROOT / "benchmarks" / "REPRODUCTION.md").read_text().split())
+    readme, summary = collapsed("README.md"), collapsed("benchmarks/REPRODUCTION.md")
     both = "against the paper's 20.1 in its supplement and 11.9 in its main text)"
     assert f"({ours:.1f} class-ranking changes per 1000 iterations at eta 10 {both}" in readme
     assert f"({ours:.1f} ranking changes per 1000 iterations at eta 10 {both}" in summary
