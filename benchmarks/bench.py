@@ -623,10 +623,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="torch thread settings for the baseline, comma-separated; each is timed and the "
                         "fastest counts (default: 1 and all cores, %(default)s here); memory uses the largest")
     a = p.parse_args(argv)
+    from manifold_jax.atomic import write_text  # a killed run keeps the previous files
+
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="manifold-bench-"))
     if a.what == "render":
         results = json.loads((out / "report.json").read_text())
-        (out / "report.md").write_text(render(results))
+        write_text(out / "report.md", render(results))
         print(render(results))
         return results
     out.mkdir(parents=True, exist_ok=True)
@@ -654,9 +656,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["loadavg_end"] = list(os.getloadavg())
     results["wall_s"] = time.perf_counter() - started
     name = "report" if a.what == "all" else a.what
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    write_text(out / f"{name}.json", json.dumps(results, indent=1))
     text = render(results)
-    (out / f"{name}.md").write_text(text)
+    write_text(out / f"{name}.md", text)
     print(text)
     print(f"results in {out} ({results['wall_s']:.0f} s)", file=sys.stderr)
     return results

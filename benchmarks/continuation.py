@@ -509,18 +509,13 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: a killed run leaves the old results."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_worker":
         _worker(argv[1], json.loads(argv[2]), Path(argv[3]))
         return {}
+    from manifold_jax.atomic import write_text  # a killed run keeps the previous files
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=("walk", "drift", "counterfactual", "all", "render"),
                    help="render: rebuild <out>/continuation.md from the JSON files in <out> (no measurement)")
@@ -536,13 +531,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name in names:
         results[name] = jobs[name](workdir, args.quick)
-        _write(out / f"continuation_{name}.json", json.dumps(results[name], indent=1))
+        write_text(out / f"continuation_{name}.json", json.dumps(results[name], indent=1))
     for name in jobs:  # a single subcommand's rerun keeps the others' last results in the page
         path = out / f"continuation_{name}.json"
         if name not in results and path.is_file() and (not args.quick or args.command == "render"):
             results[name] = json.loads(path.read_text())
     page = render({name: results[name] for name in jobs if name in results})
-    _write(out / "continuation.md", page)
+    write_text(out / "continuation.md", page)
     print(page)
     return results
 

@@ -123,7 +123,9 @@ def write_readme(text: str, readme: Path = ROOT / "README.md") -> None:
     source = readme.read_text()
     before, rest = source.split(START, 1)
     after = rest.split(END, 1)[1]
-    readme.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    from manifold_jax.atomic import write_text  # a killed run never leaves half a README
+
+    write_text(readme, f"{before}{START}\n{text}\n{END}{after}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -290,11 +290,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        written = (("language_model.json", json.dumps(results, indent=2)), ("language_model.md", render(results)))
-        for name, text in written:
-            tmp = out / (name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+        from manifold_jax.atomic import write_text  # a killed run keeps the previous files
+
+        write_text(out / "language_model.json", json.dumps(results, indent=2))
+        write_text(out / "language_model.md", render(results))
     print(render(results))
     return results
 

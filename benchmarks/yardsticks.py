@@ -509,12 +509,6 @@ def render_text(result: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _pixels(args: argparse.Namespace, count: int, steps: int, workdir: Path) -> tuple[dict[str, Any], str]:
     ours = _run_worker("ours", {"model_name": args.model, "count": count, "steps": steps, "budget": args.budget},
                        workdir)
@@ -541,6 +535,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if argv and argv[0] == "_worker":
         _worker(argv[1], json.loads(argv[2]), Path(argv[3]))
         return {}
+    from manifold_jax.atomic import write_text  # a killed run keeps the previous files
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=tuple(OUTPUTS))
     p.add_argument("--model", default="mnist-vit",
@@ -564,9 +560,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run, page_of = {"pixels": (_pixels, render), "text": (_text, render_text)}[args.command]
     result, compact = run(args, count, steps, workdir)
     stem = OUTPUTS[args.command]
-    _write(out / f"{stem}.json", compact)
+    write_text(out / f"{stem}.json", compact)
     page = page_of(result)
-    _write(out / f"{stem}.md", page)
+    write_text(out / f"{stem}.md", page)
     print(page)
     return result
 
