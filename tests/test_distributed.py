@@ -9,6 +9,7 @@ partitioning moves points by O(eta)).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -161,3 +162,22 @@ def test_combine_refuses_parts_of_different_explorations() -> None:
         combine([a, b])
     with pytest.raises(ValueError, match="at least one part"):
         combine([])
+
+
+@pytest.mark.slow
+def test_the_processes_benchmark_writes_its_table(tmp_path: Path, full_size: bool) -> None:
+    """``benchmarks/processes.py`` at CI size (one process; --full adds two, whose arithmetic the
+    tests above check), run from a working directory with the relative paths a user types."""
+    counts = ["1", "2"] if full_size else ["1"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "processes.py"), "--out", "out", "--processes", *counts,
+               "--batch", "2", "--steps", "2"]
+    (done,) = launch(command, 1, cwd=tmp_path, logs=tmp_path / "logs", timeout=600)
+    assert done.returncode == 0, failures([done])
+    rows = json.loads((tmp_path / "out" / "processes.json").read_text())
+    assert [(r["processes"], r["batch"], r["steps"]) for r in rows] == [(int(n), 2, 2) for n in counts]
+    for r in rows:
+        # the throughput is the items' steps over the timed run's seconds; q3 explores some of the 49 patches
+        assert r["seconds"] > 0 and r["steps_per_second"] == pytest.approx(2 * 2 / r["seconds"])
+        assert 0 < r["tokens"] < 49
+    table = (tmp_path / "out" / "processes.md").read_text().splitlines()
+    assert len(table) == 2 + len(rows) and table[2].startswith("| 2 | 1 |") and "| 1.00x |" in table[2]

@@ -19,12 +19,10 @@ from benchmarks import language_model as bench
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
 
 
-def test_quick_run_writes_every_table(tmp_path: Path, full_size: bool) -> None:
-    # CI size: the memory sweep and the agreement (every cell a process that compiles a GPT-2);
-    # --full adds the time table (two more processes)
-    results = bench.run(["all" if full_size else "memory", "--quick", "--out", str(tmp_path)])
-    if not full_size:
-        results["agreement"] = bench.run(["agreement", "--quick"])["agreement"]
+def test_quick_run_writes_every_table(tmp_path: Path) -> None:
+    # every subcommand at CI size: the memory sweep, the agreement and the time table (every cell a
+    # process that compiles a GPT-2)
+    results = bench.run(["all", "--quick", "--out", str(tmp_path)])
     assert (tmp_path / "language_model.md").is_file() and (tmp_path / "language_model.json").is_file()
     memory = results["memory"]
     assert [(r["shape"]["vocab_size"], r["method"]) for r in memory] == [(200, "dense"), (200, "matfree")]
@@ -38,6 +36,5 @@ def test_quick_run_writes_every_table(tmp_path: Path, full_size: bool) -> None:
     assert results["agreement"]
     for row in results["agreement"]:
         assert row["ok"], row
-    if full_size:
-        analysed = [r for r in results["time"] if r["kind"] == "analyse"]
-        assert timed and analysed and all(r["temp_gb"] > 0 and r["jacobian_gb"] > 0 for r in analysed)
+    analysed = [r for r in results["time"] if r["kind"] == "analyse"]
+    assert timed and analysed and all(r["temp_gb"] > 0 and r["jacobian_gb"] > 0 for r in analysed)
