@@ -500,11 +500,13 @@ def render_text(result: dict[str, Any]) -> str:
               "most changed sentence treated alike | its verified drift |",
               "|---|---|---|---|---|---|"]
     equal = [r for r in rows if r["comparison"].startswith("equal iterations")]
+    from manifold_jax.report.text import markdown_text as cell  # a decoded "|" or "<" stays text
+
     for b, text in enumerate(ours["texts"]):
         for r in equal:
             d = r["per_item"][b]
-            lines.append(f"| {text} ({names[ours['labels'][b]]}) | {r['walk']} | {d['text']} | "
-                         f"{names[d['verified_class']]}, {d['verified_drift']:.2g} | {d['kept_text']} | "
+            lines.append(f"| {cell(text)} ({cell(names[ours['labels'][b]])}) | {r['walk']} | {cell(d['text'])} | "
+                         f"{cell(names[d['verified_class']])}, {d['verified_drift']:.2g} | {cell(d['kept_text'])} | "
                          f"{d['kept_drift']:.2g} |")
     return "\n".join([*lines, ""])
 
@@ -523,6 +525,11 @@ def _text(args: argparse.Namespace, count: int, steps: int, workdir: Path) -> tu
     box = str(workdir / "yardsticks-text-box.npy")
     ours = _run_worker("ours_text", {"count": count, "steps": steps, "budget": args.budget, "box": box}, workdir)
     torch = _run_worker("torch_text", {"count": 1, "steps": 3 if args.quick else TORCH_STEPS, "box": box}, workdir)
+    return text_result(ours, torch)
+
+
+def text_result(ours: dict[str, Any], torch: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The text yardstick's result and its JSON (without the walks' points) from the two workers' outputs."""
     rows = summarise_text(ours, torch["seconds"])
     twin = float(np.max(np.abs(np.asarray(torch["logits_x0"]) - np.asarray(ours["logits_x0"]))))
     result = {"ours": ours, "torch": torch["seconds"], "rows": rows, "twin_max_abs_logit_diff": twin}

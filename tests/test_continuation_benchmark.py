@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks import continuation as bench
 from benchmarks import yardsticks
+from manifold_jax.report.text import markdown_text
 from tests.documents import ROOT, collapsed
 
 
@@ -245,7 +246,10 @@ def test_quick_text_yardsticks_table(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # the PyTorch twin that timed the reference computes our head (float32 through six layers)
     assert result["twin_max_abs_logit_diff"] <= 1e-4 * max(1.0, float(np.abs(ours["logits_x0"]).max()))
     page = (tmp_path / "out" / "yardsticks_text.md").read_text()
-    assert ours["texts"][0] in page and "| ours | equal iterations = equal wall time |" in page
+    assert markdown_text(ours["texts"][0]) in page and "| ours | equal iterations = equal wall time |" in page
+    # every row of the sentence table keeps its six cells, whatever word pieces the walk decoded to
+    sentence_rows = [line for line in page.splitlines() if line.startswith(f"| {markdown_text(ours['texts'][0])}")]
+    assert len(sentence_rows) == 3 and all(len(re.split(r"(?<!\\)\|", line)) == 8 for line in sentence_rows)
 
 
 @pytest.mark.slow
