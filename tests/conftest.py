@@ -24,7 +24,7 @@ HEAVIEST_FIRST = (
     "test_demo.py", "test_continuation_benchmark.py", "test_reliability.py", "test_distributed.py",
     "test_study.py", "test_explore.py", "test_continuation.py", "test_readme_cli.py", "test_notebooks.py",
     "test_benchmarks.py", "test_counterfactual_benchmark.py", "test_counterfactual.py",
-    "test_language_model_benchmark.py",
+    "test_language_model_benchmark.py", "test_yardsticks.py",
 )
 """The modules that take longest (``--durations``), longest first: started first, the two workers end
 together (pytest-xdist otherwise starts the modules with the most tests first, and the one-test demo,
