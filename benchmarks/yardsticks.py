@@ -372,23 +372,23 @@ def _run_worker(task: str, args: dict[str, Any], workdir: Path) -> Any:
     return json.loads(out.read_text())
 
 
-Measure = Callable[[dict[str, Any], int, int | None], dict[str, Any]]
-"""(walk, item, upto) -> the item's figures inside the budget."""
+Measure = Callable[[str, int, int | None], dict[str, Any]]
+"""(walk name, item, upto) -> the item's figures inside the budget."""
 
 
-def _comparisons(ours: dict[str, Any], torch_seconds: dict[str, float], measure: Measure,
-                 items: int) -> list[dict[str, Any]]:
-    """One row per (walk, comparison): medians over the items of ``measure`` (booleans counted;
-    a sentence's :data:`TEXT_KEYS` also kept per item)."""
+def _comparisons(ours: dict[str, Any], torch_seconds: dict[str, float], measure: Measure, items: int,
+                 labels: tuple[str, ...] = (), listed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per (walk, comparison): medians over the items of ``measure``'s numbers (booleans
+    counted; ``labels`` neither), and the ``listed`` figures kept item by item (``per_item``)."""
     walks = ours["walks"]
     ours_spi = walks["ours"]["seconds_per_iteration"]
     wall = ours_spi * ours["steps"]
 
     def row(name: str, comparison: str, spi: float, upto: int | None, spi_source: str) -> dict[str, Any]:
         w = walks[name]
-        per_item = [measure(w, b, upto) for b in range(items)]
+        per_item = [measure(name, b, upto) for b in range(items)]
         numbers = [k for k, v in per_item[0].items()
-                   if isinstance(v, int | float) and not isinstance(v, bool) and k not in TEXT_LABELS]
+                   if isinstance(v, int | float) and not isinstance(v, bool) and k not in labels]
         med = {k: float(np.median([d[k] for d in per_item])) for k in numbers}
         counted = {k: sum(d[k] for d in per_item) for k, v in per_item[0].items() if isinstance(v, bool)}
         seconds = med["max_l2_iteration"] * spi
@@ -396,8 +396,8 @@ def _comparisons(ours: dict[str, Any], torch_seconds: dict[str, float], measure:
                **med, **counted, "max_drift": float(np.max([d["drift"] for d in per_item])),
                "max_l2_per_second": med["max_l2"] / seconds if seconds > 0 else 0.0,
                "rejected": w["rejected"] / items, "unconverged": w["unconverged"] / items}
-        if "text" in per_item[0]:  # sentences: what each one decodes to, for the page's second table
-            out["per_item"] = [{k: v for k, v in d.items() if k in TEXT_KEYS} for d in per_item]
+        if listed:
+            out["per_item"] = [{k: d[k] for k in listed} for d in per_item]
         return out
 
     rows = [row("ours", "equal iterations = equal wall time", ours_spi, None, "ours (JAX)")]
@@ -415,20 +415,22 @@ def _comparisons(ours: dict[str, Any], torch_seconds: dict[str, float], measure:
 def summarise(ours: dict[str, Any], torch_seconds: dict[str, float]) -> list[dict[str, Any]]:
     """The pixel rows: medians over the digits of :func:`within_budget`."""
     budget = ours["budget"]
+    arrays = {name: {k: np.asarray(w[k]) for k in ("points", "probs", "iterations")}
+              for name, w in ours["walks"].items()}  # each walk's JSON lists read once, not once per row and digit
 
-    def measure(w: dict[str, Any], b: int, upto: int | None) -> dict[str, Any]:
-        return within_budget(np.asarray(w["points"])[b], np.asarray(w["probs"])[b], np.asarray(w["iterations"]),
-                             budget, upto)
+    def measure(name: str, b: int, upto: int | None) -> dict[str, Any]:
+        a = arrays[name]
+        return within_budget(a["points"][b], a["probs"][b], a["iterations"], budget, upto)
 
     return _comparisons(ours, torch_seconds, measure, len(ours["labels"]))
 
 
 def summarise_text(ours: dict[str, Any], torch_seconds: dict[str, float]) -> list[dict[str, Any]]:
     """The sentence rows: medians over the sentences of :func:`sentence_within_budget`."""
-    def measure(w: dict[str, Any], b: int, upto: int | None) -> dict[str, Any]:
-        return sentence_within_budget(w["items"][b], ours["budget"], upto)
+    def measure(name: str, b: int, upto: int | None) -> dict[str, Any]:
+        return sentence_within_budget(ours["walks"][name]["items"][b], ours["budget"], upto)
 
-    return _comparisons(ours, torch_seconds, measure, len(ours["texts"]))
+    return _comparisons(ours, torch_seconds, measure, len(ours["texts"]), TEXT_LABELS, TEXT_KEYS)
 
 
 def _seconds_line(ours: dict[str, Any], torch_seconds: dict[str, float], lead: str) -> str:
